@@ -1,0 +1,112 @@
+"""Service configuration read from ``B24BRIDGE_*`` environment variables and ``.env``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PostgresDsn, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "B24BRIDGE_"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["auto", "json", "console"]
+Environment = Literal["development", "production"]
+
+
+class SettingsError(Exception):
+    """Configuration is invalid; ``str(exc)`` is ready to show to an operator, one line per setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        # An exported-but-empty variable (``B24BRIDGE_DATABASE_URL=``) means "use the default",
+        # which is what shell users expect when they blank a line in .env.
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    database_url: PostgresDsn | None = None
+    data_dir: Path = Path("./.b24bridge")
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "auto"
+    public_url: str | None = None
+    environment: Environment = "development"
+    worker_concurrency: int = Field(default=4, ge=1)
+
+    @field_validator("log_level", "log_format", "environment", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if info.field_name == "log_level" else value.strip().lower()
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+
+# What each setting accepts, phrased for the operator who has to fix it.
+_ALLOWED: dict[str, str] = {
+    "database_url": "must be a PostgreSQL URL like postgresql://user:password@host:5432/dbname, "
+    "or unset to use the embedded database",
+    "data_dir": "must be a directory path",
+    "redis_url": "must be a Redis URL like redis://host:6379/0",
+    "host": "must be a host name or IP address to listen on",
+    "port": "must be an integer between 1 and 65535",
+    "log_level": "must be one of DEBUG, INFO, WARNING, ERROR",
+    "log_format": "must be one of auto, json, console",
+    "public_url": "must be the externally reachable https:// URL of this service",
+    "environment": "must be one of development, production",
+    "worker_concurrency": "must be an integer of at least 1",
+}
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")
+
+
+def _shown(value: Any) -> str:
+    # Error messages end up in terminals and CI logs; never echo a password back.
+    text = value if isinstance(value, str) else str(value)
+    text = _URL_PASSWORD.sub(r"\1***\3", text)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return repr(text)
+
+
+def describe_validation_error(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for error in exc.errors():
+        loc = error.get("loc") or ("?",)
+        field = str(loc[0])
+        if field in seen:
+            # A union type (``X | None``) reports one error per member; one line is enough.
+            continue
+        seen.add(field)
+        env_var = f"{ENV_PREFIX}{field.upper()}"
+        allowed = _ALLOWED.get(field, error.get("msg", "is invalid"))
+        if error.get("type") == "missing":
+            problems.append(f"{env_var}: is required; it {allowed}")
+        else:
+            problems.append(f"{env_var}: {allowed} (got {_shown(error.get('input'))})")
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; raise :class:`SettingsError` with operator-readable lines."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
