@@ -1,0 +1,12 @@
+"""The REST methods the sandbox implements; importing a module registers its methods."""
+
+from __future__ import annotations
+
+import importlib
+
+MODULES = ("system", "crm", "crm_extra", "bizproc", "events")
+
+
+def load_all() -> None:
+    for name in MODULES:
+        importlib.import_module(f"{__name__}.{name}")

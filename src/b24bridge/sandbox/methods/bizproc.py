@@ -1,0 +1,1 @@
+"""Placeholder until its methods land; registers nothing."""

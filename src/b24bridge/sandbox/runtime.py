@@ -1,0 +1,110 @@
+"""One running sandbox portal: its world, limits, faults and the side effects it sends out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
+
+import httpx
+
+from .config import SandboxConfig
+from .faults import FaultInjector
+from .limits import Limiter
+from .state import World, seed_world
+from .wire import parse_tz
+
+log = logging.getLogger("b24bridge.sandbox")
+
+CrmAction = Literal["ADD", "UPDATE", "DELETE"]
+# (sandbox, entity "DEAL"/"CONTACT"/"COMPANY", action, id, record before, record after)
+CrmListener = Callable[["Sandbox", str, CrmAction, int, "dict[str, Any] | None", "dict[str, Any] | None"], None]
+
+
+class Sandbox:
+    def __init__(self, config: SandboxConfig, world: World | None = None) -> None:
+        self.config = config
+        if world is None and config.state_path is not None and config.state_path.exists():
+            world = World.load(config.state_path)
+        self.world = world or World()
+        seed_world(self.world)
+        self.tz = parse_tz(config.timezone)
+        self.limiter = Limiter(
+            burst=config.bucket_burst,
+            drain=config.bucket_drain,
+            operating_limit=config.operating_limit,
+            operating_window=config.operating_window,
+            enabled=config.limits_enabled,
+        )
+        self.faults = FaultInjector(seed=config.seed)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http: httpx.AsyncClient | None = None
+        self.clock_offset = 0.0
+        # Events and automation subscribe here; CRM methods report every change they make.
+        self.crm_listeners: list[CrmListener] = []
+
+    def crm_changed(
+        self,
+        entity: str,
+        action: CrmAction,
+        record_id: int,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        for listener in self.crm_listeners:
+            listener(self, entity, action, record_id, before, after)
+
+    # Time can be moved forward by the control API so that tests need not sleep through token lifetimes.
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    @property
+    def domain(self) -> str:
+        return self.config.base_url.split("://", 1)[1]
+
+    @property
+    def client_endpoint(self) -> str:
+        return f"{self.config.base_url}/rest/"
+
+    @property
+    def server_endpoint(self) -> str:
+        return f"{self.config.base_url}/rest/"
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """Outbound client for calls to handlers; the portal's queue server does not follow redirects."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.config.handler_timeout, follow_redirects=False)
+        return self._http
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self) -> None:
+        """Wait for every outbound call in flight (tests use this to observe a settled world)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def reset(self) -> None:
+        self.world = World()
+        seed_world(self.world)
+        self.limiter.reset()
+        self.faults.reset()
+        self.clock_offset = 0.0
+
+    def save(self) -> None:
+        if self.config.state_path is not None:
+            self.world.save(self.config.state_path)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+        self.save()

@@ -1,0 +1,149 @@
+"""The sandbox portal's world: users, applications, credentials, CRM records, robots, workflows.
+
+Everything lives in memory in plain dataclasses and dicts so that a whole world can be written to JSON and read
+back (``--state``). CRM records are kept as the portal's own field maps (upper-case keys) because that is what
+every CRM method reads and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def token() -> str:
+    """32 lower-case hex characters, the shape of real access/refresh/application tokens."""
+    return secrets.token_hex(16)
+
+
+@dataclass
+class User:
+    id: int
+    name: str
+    last_name: str
+    email: str
+    admin: bool = True
+    active: bool = True
+
+
+@dataclass
+class Application:
+    client_id: str
+    client_secret: str
+    name: str
+    handler_url: str = ""
+    install_url: str = ""
+    redirect_url: str = ""
+    scopes: list[str] = field(default_factory=lambda: ["crm", "bizproc", "user"])
+    version: int = 1
+    status: str = "L"
+    installed: bool = False
+    application_token: str = ""
+    installed_by: int = 1
+
+
+@dataclass
+class Webhook:
+    id: int
+    user_id: int
+    code: str
+    scopes: list[str]
+    expires_at: float | None = None
+    name: str = ""
+
+
+@dataclass
+class AccessToken:
+    token: str
+    client_id: str
+    user_id: int
+    expires_at: float
+
+
+@dataclass
+class RefreshToken:
+    token: str
+    client_id: str
+    user_id: int
+    expires_at: float
+
+
+@dataclass
+class AuthCode:
+    code: str
+    client_id: str
+    user_id: int
+    expires_at: float
+
+
+@dataclass
+class World:
+    member_id: str = field(default_factory=token)
+    users: dict[int, User] = field(default_factory=dict)
+    apps: dict[str, Application] = field(default_factory=dict)
+    webhooks: dict[int, Webhook] = field(default_factory=dict)
+    access_tokens: dict[str, AccessToken] = field(default_factory=dict)
+    refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
+    auth_codes: dict[str, AuthCode] = field(default_factory=dict)
+    # CRM: entity type ("CONTACT", "COMPANY", "DEAL") -> id -> field map.
+    crm: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    product_rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    # Robots registered by applications, keyed "client_id|code" (code lower-cased: unique per app).
+    robots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    event_bindings: list[dict[str, Any]] = field(default_factory=list)
+    automation_rules: list[dict[str, Any]] = field(default_factory=list)
+    workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    handler_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_id(self, counter: str) -> int:
+        value = self.counters.get(counter, 0) + 1
+        self.counters[counter] = value
+        return value
+
+    def records(self, entity: str) -> dict[int, dict[str, Any]]:
+        return self.crm.setdefault(entity, {})
+
+    # --- persistence -------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> World:
+        world = cls(member_id=data["member_id"])
+        world.users = {int(k): User(**v) for k, v in data.get("users", {}).items()}
+        world.apps = {k: Application(**v) for k, v in data.get("apps", {}).items()}
+        world.webhooks = {int(k): Webhook(**v) for k, v in data.get("webhooks", {}).items()}
+        world.access_tokens = {k: AccessToken(**v) for k, v in data.get("access_tokens", {}).items()}
+        world.refresh_tokens = {k: RefreshToken(**v) for k, v in data.get("refresh_tokens", {}).items()}
+        world.auth_codes = {k: AuthCode(**v) for k, v in data.get("auth_codes", {}).items()}
+        world.crm = {e: {int(i): r for i, r in recs.items()} for e, recs in data.get("crm", {}).items()}
+        world.product_rows = {int(k): v for k, v in data.get("product_rows", {}).items()}
+        world.counters = dict(data.get("counters", {}))
+        world.robots = dict(data.get("robots", {}))
+        world.event_bindings = list(data.get("event_bindings", []))
+        world.automation_rules = list(data.get("automation_rules", []))
+        world.workflows = dict(data.get("workflows", {}))
+        world.handler_calls = list(data.get("handler_calls", []))
+        return world
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> World:
+        return cls.from_json(json.loads(path.read_text()))
+
+
+def seed_world(world: World) -> None:
+    """The portal as it comes out of the box: an administrator and one more employee."""
+    if not world.users:
+        world.users[1] = User(1, "Admin", "Sandbox", "admin@sandbox.local", admin=True)
+        world.users[2] = User(2, "Maria", "Ivanova", "maria@sandbox.local", admin=False)
