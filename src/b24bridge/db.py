@@ -13,6 +13,8 @@ import json
 import os
 import re
 import subprocess
+import threading
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -57,11 +59,16 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata.expanduser().resolve()
         self._server: Any = None
+        # stop() may run in a worker thread and, after a second Ctrl-C, again on the event loop.
+        self._stop_lock = threading.Lock()
 
     def start(self) -> str:
         """Start (blocking) and return the admin URL of the ``postgres`` database."""
         # Imported lazily: heavy, and only needed when no external database is configured.
-        pgserver: Any = importlib.import_module("pgserver")
+        with warnings.catch_warnings():
+            # platformdirs warns that XDG_RUNTIME_DIR is unset (normal in containers and CI).
+            warnings.simplefilter("ignore")
+            pgserver: Any = importlib.import_module("pgserver")
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._forget_dead_handles()
@@ -78,19 +85,27 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@localhost/{dbname}?host={quote(socket_dir, safe='/')}"
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
+        with self._stop_lock:
+            server, self._server = self._server, None
+            if server is not None:
+                self._stop(server)
+
+    def _stop(self, server: Any) -> None:
         info = server.get_postmaster_info()
         server.cleanup()
         # pgserver only stops the server when this process holds the last handle; a handle left by a
-        # crashed process would keep it running forever, so make sure ourselves.
-        if info.process is not None and info.process.is_running():
+        # crashed process would keep it running forever, so make sure ourselves. postmaster.pid is
+        # removed by PostgreSQL itself on a clean shutdown.
+        if (self.pgdata / "postmaster.pid").exists():
             commands: Any = importlib.import_module("pgserver._commands")
             try:
                 commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=server.system_user)
             except subprocess.CalledProcessError:
-                info.process.terminate()
+                with contextlib.suppress(Exception):
+                    info.process.terminate()
+        # ``pg_ctl start`` can leave the postmaster as our child; reap it so no zombie outlives stop().
+        with contextlib.suppress(Exception):
+            info.process.wait(timeout=5)
 
     def _forget_dead_handles(self) -> None:
         # pgserver counts live users in ``.handle_pids.json``; pids of processes that were killed
@@ -187,12 +202,19 @@ class Database:
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
         embedded, self._embedded = self._embedded, None
-        if embedded is not None:
-            log.info("stopping embedded PostgreSQL", pgdata=str(embedded.pgdata))
-            await asyncio.to_thread(embedded.stop)
+        try:
+            if pool is not None:
+                await pool.close()
+        finally:
+            if embedded is not None:
+                log.info("stopping embedded PostgreSQL", pgdata=str(embedded.pgdata))
+                try:
+                    await asyncio.to_thread(embedded.stop)
+                except asyncio.CancelledError:
+                    # A second Ctrl-C cancels the shutdown; the server must not outlive us anyway.
+                    embedded.stop()
+                    raise
 
     async def __aenter__(self) -> Database:
         await self.start()

@@ -133,9 +133,7 @@ def _redact_item(key: Any, value: Any) -> Any:
 _INTERNAL_KEYS = frozenset({"_record", "_from_structlog", "exc_info", "stack_info"})
 
 
-def redact_secrets(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: scrub credentials from every key and value of the event."""
     for key in list(event_dict):
         if key in _INTERNAL_KEYS:
@@ -144,9 +142,7 @@ def redact_secrets(
     return event_dict
 
 
-def _extract_stdlib_args(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def _extract_stdlib_args(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # Records from stdlib loggers (uvicorn, psycopg) arrive with the formatted message only; keep the
     # logger name so JSON lines can still be filtered by origin.
     record = event_dict.get("_record")
@@ -206,6 +202,9 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric_level)
+    # Chatty third-party INFO output that says nothing an operator needs.
+    for name in ("pgserver", "alembic.runtime.plugins"):
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
     # uvicorn installs its own handlers when given a log_config; make sure its records reach ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
@@ -217,6 +216,16 @@ def get_logger(name: str | None = None) -> Any:
     return structlog.stdlib.get_logger(name)
 
 
+class _ASGIApp:
+    # Starlette's Route treats a plain function as a request/response endpoint; an object with
+    # ``__call__`` is mounted as a raw ASGI app, which is what prometheus_client produces.
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)
+
+
 def metrics_app(registry: CollectorRegistry = REGISTRY) -> Any:
     """ASGI app serving the Prometheus exposition format; metrics register on ``REGISTRY``."""
-    return make_asgi_app(registry=registry)
+    return _ASGIApp(make_asgi_app(registry=registry))

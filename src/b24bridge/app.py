@@ -1,0 +1,72 @@
+"""The FastAPI application: health, readiness and metrics; domain routers are added by later modules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.routing import Route
+
+from b24bridge import __version__, migrations
+from b24bridge.db import Database, DatabaseUnavailable
+from b24bridge.observability import get_logger, metrics_app, redact_text
+from b24bridge.settings import Settings
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
+    """Build the app.
+
+    Without ``database`` the lifespan owns one: it starts it (the embedded PostgreSQL if no URL is
+    configured), applies migrations and stops it on shutdown.  A passed-in database is used as is and
+    left running, so tests and embedding callers keep control of its life.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if database is not None:
+            app.state.database = database
+            yield
+            return
+        owned = Database(settings)
+        await owned.start()
+        try:
+            await asyncio.to_thread(migrations.upgrade, owned.url)
+            app.state.database = owned
+            log.info("b24bridge ready to serve", embedded_database=owned.embedded)
+            yield
+        finally:
+            await owned.stop()
+
+    app = FastAPI(title="b24bridge", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        # Liveness only: the process is up and the event loop answers. Dependencies belong to /readyz.
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        db: Database | None = getattr(app.state, "database", None)
+        if db is None:
+            return JSONResponse({"status": "unavailable", "reason": "database not started"}, status_code=503)
+        try:
+            await db.ping()
+        except DatabaseUnavailable as exc:
+            return JSONResponse(
+                {"status": "unavailable", "reason": redact_text(str(exc))},
+                status_code=503,
+            )
+        except Exception as exc:  # a readiness probe reports, it never crashes
+            reason = redact_text(f"{type(exc).__name__}: {exc}")
+            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    # A plain route (not a Mount) so that ``/metrics`` answers without a redirect to ``/metrics/``.
+    app.router.routes.append(Route("/metrics", endpoint=metrics_app(), include_in_schema=False))
+    return app

@@ -1,0 +1,128 @@
+"""The ``b24bridge`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from b24bridge import __version__
+from b24bridge.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(name="b24bridge", help="Self-hosted Bitrix24 integration service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+err = Console(stderr=True)
+
+
+class Plan(StrEnum):
+    cloud = "cloud"
+    enterprise = "enterprise"
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    # Plain output without rich markup: messages contain brackets (``auth[...]``) and are meant to be
+    # copied into a shell or a ticket as they are.
+    err.print(message, markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+def _logging(settings: Settings) -> None:
+    from b24bridge.observability import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address [default: B24BRIDGE_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [default: B24BRIDGE_PORT]")] = None,
+) -> None:
+    """Run the HTTP service (applies database migrations first)."""
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = _settings(**overrides)
+    _logging(settings)
+
+    import uvicorn
+
+    from b24bridge.app import create_app
+
+    # log_config=None keeps uvicorn from replacing our handlers, so its logs are redacted JSON too.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Apply database migrations (a no-op when the schema is current)."""
+    settings = _settings()
+    _logging(settings)
+
+    from b24bridge import migrations
+    from b24bridge.db import Database
+
+    async def run() -> str | None:
+        async with Database(settings, min_size=0, max_size=1) as database:
+            await asyncio.to_thread(migrations.upgrade, database.url, revision)
+            return await asyncio.to_thread(migrations.current_revision, database.url)
+
+    current = asyncio.run(run())
+    typer.echo(f"database at revision {current}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port")] = 8090,
+    state: Annotated[Path | None, typer.Option(help="JSON file to load the portal from and save it to on exit")] = None,
+    plan: Annotated[Plan, typer.Option(help="Bitrix24 plan whose limits are emulated")] = Plan.cloud,
+    limits: Annotated[bool, typer.Option("--limits/--no-limits", help="Enforce rate and time limits")] = True,
+    seed: Annotated[int, typer.Option(help="Random seed for generated data and faults")] = 0,
+) -> None:
+    """Run a local Bitrix24 emulator for development and tests."""
+    server: Any = importlib.import_module("b24bridge.sandbox.server")
+    server.run(host=host, port=port, state_path=state, plan=plan.value, limits=limits, seed=seed)
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:  # raised outside a command, e.g. by a plugin; same contract
+        err.print(str(exc), markup=False, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
