@@ -13,10 +13,13 @@ import httpx
 from .config import SandboxConfig
 from .faults import FaultInjector
 from .limits import Limiter
-from .state import World, seed_world
+from .state import Application, Webhook, World, seed_world, token
 from .wire import parse_tz
 
 log = logging.getLogger("b24bridge.sandbox")
+
+ALL_SCOPES = ["crm", "bizproc", "user", "placement", "im", "task"]
+DEFAULT_APP_ID = "local.sandbox00000001.00000001"
 
 CrmAction = Literal["ADD", "UPDATE", "DELETE"]
 # (sandbox, entity "DEAL"/"CONTACT"/"COMPANY", action, id, record before, record after)
@@ -96,6 +99,20 @@ class Sandbox:
         self.limiter.reset()
         self.faults.reset()
         self.clock_offset = 0.0
+
+    def bootstrap(self) -> tuple[Webhook, Application]:
+        """Give a fresh portal its incoming webhook and its pre-registered local application."""
+        world = self.world
+        hook = next(iter(world.webhooks.values()), None)
+        if hook is None:
+            hook = Webhook(world.next_id("webhook"), 1, token()[:16], list(ALL_SCOPES), name="sandbox")
+            world.webhooks[hook.id] = hook
+        app = world.apps.get(DEFAULT_APP_ID)
+        if app is None:
+            app = Application(DEFAULT_APP_ID, token() + token()[:18], "Sandbox local application")
+            app.scopes = ["crm", "bizproc", "user", "placement"]
+            world.apps[app.client_id] = app
+        return hook, app
 
     def save(self) -> None:
         if self.config.state_path is not None:

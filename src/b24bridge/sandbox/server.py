@@ -9,25 +9,7 @@ import uvicorn
 from .app import create_app
 from .config import Plan, SandboxConfig
 from .runtime import Sandbox
-from .state import Application, Webhook, token
-
-ALL_SCOPES = ["crm", "bizproc", "user", "placement", "im", "task"]
-DEFAULT_APP_ID = "local.sandbox00000001.00000001"
-
-
-def bootstrap(sandbox: Sandbox) -> tuple[Webhook, Application]:
-    """Give a fresh portal its incoming webhook and its pre-registered local application."""
-    world = sandbox.world
-    hook = next(iter(world.webhooks.values()), None)
-    if hook is None:
-        hook = Webhook(world.next_id("webhook"), 1, token()[:16], list(ALL_SCOPES), name="sandbox")
-        world.webhooks[hook.id] = hook
-    app = world.apps.get(DEFAULT_APP_ID)
-    if app is None:
-        app = Application(DEFAULT_APP_ID, token() + token()[:18], "Sandbox local application")
-        app.scopes = ["crm", "bizproc", "user", "placement"]
-        world.apps[app.client_id] = app
-    return hook, app
+from .state import Application, Webhook
 
 
 def banner(sandbox: Sandbox, hook: Webhook, app: Application) -> str:
@@ -70,6 +52,6 @@ def run(
         public_url=public_url,
     )
     sandbox = Sandbox(config)
-    hook, app = bootstrap(sandbox)
+    hook, app = sandbox.bootstrap()
     print(banner(sandbox, hook, app), flush=True)
     uvicorn.run(create_app(sandbox=sandbox), host=host, port=port, log_level="warning", access_log=False)

@@ -124,3 +124,21 @@ def parse_tz(offset: str) -> timezone:
         raise ValueError(f"timezone offset must look like +03:00, got {offset!r}")
     sign = 1 if match.group(1) == "+" else -1
     return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+
+
+def php_pairs(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten nested parameters into ``key[sub][0]=value`` pairs, as PHP's ``http_build_query`` does."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, Mapping):
+            pairs.extend(php_pairs(value, name))
+        elif isinstance(value, list | tuple):
+            pairs.extend(php_pairs({str(i): v for i, v in enumerate(value)}, name))
+        elif value is None:
+            continue  # http_build_query skips nulls
+        elif isinstance(value, bool):
+            pairs.append((name, "1" if value else "0"))
+        else:
+            pairs.append((name, str(value)))
+    return pairs
