@@ -29,7 +29,6 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database is not None:
-            app.state.database = database
             yield
             return
         owned = Database(settings)
@@ -44,6 +43,9 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
 
     app = FastAPI(title="b24bridge", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    # Set eagerly so an app wrapped around a caller's database works even where no lifespan runs
+    # (httpx's ASGITransport in tests).
+    app.state.database = database
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -151,6 +151,17 @@ def _extract_stdlib_args(_logger: Any, _method: str, event_dict: MutableMapping[
     return event_dict
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    # Looks sys.stderr up on every record instead of binding it once, so output follows whoever
+    # replaced it later (pytest's capture, a daemoniser) instead of writing to a closed file.
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console"] | str = "auto") -> None:
     """Route structlog and stdlib logging through one redacting pipeline.
 
@@ -195,7 +206,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -1,0 +1,84 @@
+"""Shared fixtures: a real PostgreSQL for the session, and Redis when one is configured.
+
+Sandbox fixtures live in ``tests/sandbox/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from b24bridge import migrations
+from b24bridge.db import Database, EmbeddedPostgres, libpq_url
+from b24bridge.settings import Settings
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a server where tests may create databases.
+
+    ``B24BRIDGE_TEST_DATABASE_URL`` names an existing server (CI); otherwise a private embedded
+    PostgreSQL is started once for the session.
+    """
+    external = os.environ.get("B24BRIDGE_TEST_DATABASE_URL")
+    if external:
+        yield libpq_url(external)
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pg")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
+    """Factory creating a fresh, empty, uniquely named database; all are dropped after the session."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"b24bridge_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return with_dbname(pg_admin_url, name)
+
+    yield make
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        for name in created:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def database_url(make_database: Callable[[], str]) -> str:
+    """A database for this test session with all migrations applied."""
+    url = make_database()
+    migrations.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def database(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+    """A started :class:`Database` (pool open) on ``database_url``."""
+    settings = Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"))
+    async with Database(settings) as db:
+        yield db
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("B24BRIDGE_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("B24BRIDGE_TEST_REDIS_URL not set: Redis cases need a Redis server")
+    return url
