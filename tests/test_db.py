@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from b24bridge import migrations
+from b24bridge.db import Database, DatabaseUnavailable, libpq_url, sqlalchemy_url
+from b24bridge.settings import Settings
+
+
+def _names(url: str, query: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {row[0] for row in conn.execute(query).fetchall()}
+
+
+def _tables(url: str) -> set[str]:
+    return _names(url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+
+
+def _procrastinate_objects(url: str) -> set[str]:
+    return (
+        _names(url, "SELECT relname FROM pg_class WHERE relname LIKE 'procrastinate%'")
+        | _names(url, "SELECT proname FROM pg_proc WHERE proname LIKE 'procrastinate%'")
+        | _names(url, "SELECT typname FROM pg_type WHERE typname LIKE 'procrastinate%'")
+    )
+
+
+def test_url_normalisation() -> None:
+    assert libpq_url("postgres://u@h/db") == "postgresql://u@h/db"
+    assert libpq_url("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"
+    assert sqlalchemy_url("postgresql://u@h/db?sslmode=require") == "postgresql+psycopg://u@h/db?sslmode=require"
+
+
+def test_migrations_apply_on_fresh_database_and_are_idempotent(make_database: Callable[[], str]) -> None:
+    url = make_database()
+    assert migrations.current_revision(url) is None
+
+    migrations.upgrade(url)
+    assert migrations.current_revision(url) == "0002"
+    tables = _tables(url)
+    assert {"procrastinate_jobs", "procrastinate_events", "procrastinate_workers", "b24bridge_meta"} <= tables
+
+    migrations.upgrade(url)  # second run: nothing to do, nothing breaks
+    assert migrations.current_revision(url) == "0002"
+    assert _tables(url) == tables
+
+
+def test_downgrade_removes_procrastinate_objects(make_database: Callable[[], str]) -> None:
+    url = make_database()
+    migrations.upgrade(url)
+    migrations.downgrade(url, "base")
+    assert _procrastinate_objects(url) == set()
+    assert "b24bridge_meta" not in _tables(url)
+    migrations.upgrade(url)  # and back up again
+    assert migrations.current_revision(url) == "0002"
+
+
+async def test_pool_and_ping(database: Database) -> None:
+    await database.ping()
+    async with database.pool.connection() as conn:
+        await conn.execute("INSERT INTO b24bridge_meta (key, value) VALUES ('probe', 'x') ON CONFLICT DO NOTHING")
+        cur = await conn.execute("SELECT value FROM b24bridge_meta WHERE key = 'probe'")
+        assert await cur.fetchone() == ("x",)
+
+
+async def test_procrastinate_defers_into_migrated_schema(database: Database) -> None:
+    app = database.procrastinate_app()
+
+    @app.task(name="b24bridge.tests.noop", queue="tests")
+    async def noop(value: int) -> None:
+        pass
+
+    async with app.open_async():
+        job_id = await noop.defer_async(value=7)
+    async with database.pool.connection() as conn:
+        cur = await conn.execute("SELECT task_name, args, status FROM procrastinate_jobs WHERE id = %s", (job_id,))
+        assert await cur.fetchone() == ("b24bridge.tests.noop", {"value": 7}, "todo")
+
+
+async def test_embedded_database_starts_and_stops(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    async with Database(settings) as db:
+        assert db.embedded
+        await db.ping()
+        # The service database is created on first start.
+        assert db.url.startswith("postgresql://postgres@localhost/b24bridge?host=")
+        pgdata = tmp_path / "data" / "pg"
+        assert (pgdata / "postmaster.pid").exists()
+    assert not (pgdata / "postmaster.pid").exists()
+
+
+async def test_ping_reports_unreachable_database(unused_tcp_port: int) -> None:
+    settings = Settings(database_url=f"postgresql://app:hunter2@127.0.0.1:{unused_tcp_port}/nope")
+    async with Database(settings) as db:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            await db.ping()
+    message = str(caught.value)
+    assert "hunter2" not in message
+    assert message
