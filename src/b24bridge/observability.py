@@ -221,6 +221,9 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+        # An earlier uvicorn.Config(log_level=...) in the same process pins levels; ours rule now.
+        lg.setLevel(logging.NOTSET)
+        lg.disabled = False
 
 
 def get_logger(name: str | None = None) -> Any:
