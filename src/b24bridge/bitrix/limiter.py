@@ -1,0 +1,159 @@
+"""Staying inside a portal's limits instead of bouncing off them (REFERENCE section 2).
+
+Two limits apply per portal: a leaky bucket of HTTP requests (burst, then ``drain`` per second) and an
+operating-time budget per method (server seconds summed over ten minutes). The client asks the limiter before
+every HTTP request and reports what the portal said afterwards. State lives in process (``MemoryLimiter``) or in
+Redis (``RedisLimiter``) so that every process and machine talking to one portal shares one budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A portal's plan limits and the headroom we keep below them."""
+
+    burst: int = 50
+    drain: float = 2.0
+    operating_limit: float = 480.0
+    # Requests kept in reserve below the portal's burst: other clients on our IP share the bucket, and
+    # clocks and networks are not exact.
+    bucket_margin: int = 2
+
+    @classmethod
+    def enterprise(cls) -> Limits:
+        return cls(burst=250, drain=5.0)
+
+    @property
+    def capacity(self) -> float:
+        return max(1.0, float(self.burst - self.bucket_margin))
+
+
+class Limiter(Protocol):
+    async def reserve_request(self, portal: str, limits: Limits) -> float:
+        """Take one request slot; return how many seconds to wait before sending it."""
+        ...
+
+    async def request_refused(self, portal: str, limits: Limits) -> None:
+        """The portal answered QUERY_LIMIT_EXCEEDED: its bucket is fuller than we thought."""
+        ...
+
+    async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
+        """Seconds until ``method`` may be called again within its operating-time budget (0: now)."""
+        ...
+
+    async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
+        """What the portal reported in ``time.operating`` / ``operating_reset_at`` for ``method``."""
+        ...
+
+    async def method_blocked(self, portal: str, method: str, reset_at: float | None) -> None:
+        """The portal answered OPERATION_TIME_LIMIT for ``method``."""
+        ...
+
+    def started(self, portal: str, method: str) -> None:
+        """A call of ``method`` is in flight (its cost is not yet reported)."""
+        ...
+
+    def finished(self, portal: str, method: str) -> None: ...
+
+
+def bucket_reserve(level: float, updated: float, now: float, limits: Limits) -> tuple[float, float]:
+    """Leaky-bucket reservation: (new level, seconds to wait). Waiting requests queue up behind each other."""
+    level = max(0.0, level - (now - updated) * limits.drain)
+    wait = max(0.0, (level + 1.0 - limits.capacity) / limits.drain)
+    return level + 1.0, wait
+
+
+@dataclass
+class _Bucket:
+    level: float = 0.0
+    updated: float = 0.0
+
+
+@dataclass
+class _Operating:
+    used: float = 0.0
+    reset_at: float | None = None
+    blocked_until: float = 0.0
+    in_flight: int = 0
+    avg_cost: float = 0.0
+
+
+@dataclass
+class MemoryLimiter:
+    """Limit state for one process."""
+
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    methods: dict[tuple[str, str], _Operating] = field(default_factory=dict)
+    clock: float = 0.0  # offset for tests; wall clock otherwise
+
+    def now(self) -> float:
+        return time.time() + self.clock
+
+    async def reserve_request(self, portal: str, limits: Limits) -> float:
+        bucket = self.buckets.setdefault(portal, _Bucket(updated=self.now()))
+        now = self.now()
+        bucket.level, wait = bucket_reserve(bucket.level, bucket.updated, now, limits)
+        bucket.updated = now
+        return wait
+
+    async def request_refused(self, portal: str, limits: Limits) -> None:
+        bucket = self.buckets.setdefault(portal, _Bucket())
+        bucket.level = max(bucket.level, float(limits.burst))
+        bucket.updated = self.now()
+
+    def _op(self, portal: str, method: str) -> _Operating:
+        return self.methods.setdefault((portal, method), _Operating())
+
+    async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
+        op = self._op(portal, method)
+        now = self.now()
+        if op.blocked_until > now:
+            return op.blocked_until - now
+        projected = op.used + op.in_flight * op.avg_cost
+        if projected > limits.operating_limit and op.reset_at is not None:
+            if op.reset_at > now:
+                return op.reset_at - now
+            # The oldest basket expired; we do not know the new sum until a call reports it, so probe alone.
+            if op.in_flight:
+                return 0.05
+            op.used = 0.0
+        return 0.0
+
+    async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
+        op = self._op(portal, method)
+        if operating > op.used:
+            step = operating - op.used
+            op.avg_cost = step if op.avg_cost == 0 else 0.8 * op.avg_cost + 0.2 * step
+        op.used = operating
+        op.reset_at = reset_at
+
+    async def method_blocked(self, portal: str, method: str, reset_at: float | None) -> None:
+        # A 429 carries no time block; fall back to the reset time reported by earlier answers.
+        op = self._op(portal, method)
+        now = self.now()
+        for candidate in (reset_at, op.reset_at):
+            if candidate is not None and candidate > now:
+                op.blocked_until = candidate
+                return
+        op.blocked_until = now + 60.0
+
+    def started(self, portal: str, method: str) -> None:
+        self._op(portal, method).in_flight += 1
+
+    def finished(self, portal: str, method: str) -> None:
+        op = self._op(portal, method)
+        op.in_flight = max(0, op.in_flight - 1)
+
+
+async def wait_for_slot(limiter: Limiter, portal: str, limits: Limits) -> float:
+    """Reserve a request slot and sleep until it is ours; returns the seconds waited."""
+    wait = await limiter.reserve_request(portal, limits)
+    if wait > 0:
+        await asyncio.sleep(wait)
+    return wait
