@@ -1,0 +1,100 @@
+"""What the portal fills in by itself when a legacy CRM record is created or changed, per entity type."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from .crm_statuses import first_status, stage_semantics, start_stage
+from .registry import Call
+
+
+def _today(call: Call, days: int = 0) -> str:
+    return (datetime.fromtimestamp(call.sandbox.now(), call.sandbox.tz) + timedelta(days=days)).date().isoformat()
+
+
+def common_defaults(call: Call, record: dict[str, Any], record_id: int) -> None:
+    """Defaults shared by contacts, companies and deals (docs crm-*-add.md)."""
+    now, user = call.sandbox.now(), call.caller.user_id
+    record["ID"] = record_id
+    if record.get("OPENED") is None:
+        record["OPENED"] = "Y"
+    if record.get("ASSIGNED_BY_ID") is None:
+        record["ASSIGNED_BY_ID"] = user
+    record.update(CREATED_BY_ID=user, MODIFY_BY_ID=user, DATE_CREATE=now, DATE_MODIFY=now)
+    # The docs' get examples show a fresh record's last activity = its creation.
+    record.update(LAST_ACTIVITY_TIME=now, LAST_ACTIVITY_BY=user)
+
+
+def touch(call: Call, record: dict[str, Any]) -> None:
+    record.update(MODIFY_BY_ID=call.caller.user_id, DATE_MODIFY=call.sandbox.now())
+
+
+def _has_flags(record: dict[str, Any]) -> None:
+    record["HAS_PHONE"] = "Y" if record.get("PHONE") else "N"
+    record["HAS_EMAIL"] = "Y" if record.get("EMAIL") else "N"
+    # [inferred] HAS_IMOL is about open-line IM entries (VALUE_TYPE IMOL / OPENLINE).
+    imol = [v for v in record.get("IM") or [] if v["VALUE_TYPE"] in ("IMOL", "OPENLINE")]
+    record["HAS_IMOL"] = "Y" if imol else "N"
+
+
+def _primary_with_set(record: dict[str, Any], changed: dict[str, Any], one: str, many: str) -> None:
+    """``X_ID`` (deprecated single link) and ``X_IDS`` (the set) stay consistent: the first of the set is primary."""
+    if many in changed:
+        record[one] = record[many][0] if record.get(many) else None
+    elif one in changed:
+        ids = [i for i in record.get(many) or [] if i != record[one]]
+        record[many] = ([record[one]] if record[one] else []) + ids
+
+
+def contact_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any], changed: dict[str, Any]) -> None:
+    if before is None:
+        record.setdefault("EXPORT", "Y")
+        for name, entity_id in (("TYPE_ID", "CONTACT_TYPE"), ("SOURCE_ID", "SOURCE")):
+            if not record.get(name):
+                record[name] = first_status(entity_id)
+    _primary_with_set(record, changed, "COMPANY_ID", "COMPANY_IDS")
+    _has_flags(record)
+
+
+def company_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any], changed: dict[str, Any]) -> None:
+    if before is None:
+        record.setdefault("IS_MY_COMPANY", "N")
+        if not record.get("COMPANY_TYPE"):
+            record["COMPANY_TYPE"] = first_status("COMPANY_TYPE")
+    _has_flags(record)
+
+
+def deal_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any], changed: dict[str, Any]) -> None:
+    now, user = call.sandbox.now(), call.caller.user_id
+    if before is None:
+        category = record.get("CATEGORY_ID")
+        record["CATEGORY_ID"] = category if isinstance(category, int) and category >= 0 else 0
+        if not record.get("TITLE"):
+            record["TITLE"] = f"Deal #{record['ID']}"  # docs: template "Deal #{id}"
+        for name in ("IS_RECURRING", "IS_RETURN_CUSTOMER", "IS_REPEATED_APPROACH", "IS_MANUAL_OPPORTUNITY"):
+            record.setdefault(name, "N")
+        record.setdefault("OPPORTUNITY", 0.0)
+        record.setdefault("TAX_VALUE", 0.0)
+        # [inferred] an unset currency becomes the portal's base currency.
+        record["CURRENCY_ID"] = record.get("CURRENCY_ID") or "USD"
+        record["BEGINDATE"] = record.get("BEGINDATE") or _today(call)
+        record["CLOSEDATE"] = record.get("CLOSEDATE") or _today(call, 7)
+        for name, entity_id in (("TYPE_ID", "DEAL_TYPE"), ("SOURCE_ID", "SOURCE")):
+            if not record.get(name):
+                record[name] = first_status(entity_id)
+    if not record.get("STAGE_ID"):
+        record["STAGE_ID"] = before["STAGE_ID"] if before else start_stage(record["CATEGORY_ID"])
+    # [inferred] any STAGE_ID is accepted (docs name no error for an unknown stage); semantics follow the
+    # stage's id, and a final stage (S/F) closes the deal as the portal's kanban does.
+    semantic = stage_semantics(str(record["STAGE_ID"]))
+    record["STAGE_SEMANTIC_ID"] = semantic
+    if before is None or before.get("STAGE_ID") != record["STAGE_ID"]:
+        record.update(MOVED_BY_ID=user, MOVED_TIME=now)
+        record["CLOSED"] = "N" if semantic == "P" else "Y"
+    record.setdefault("CLOSED", "N")
+    record["IS_NEW"] = "Y" if str(record["STAGE_ID"]).split(":")[-1] == "NEW" else "N"
+    _primary_with_set(record, changed, "CONTACT_ID", "CONTACT_IDS")
+
+
+RULES = {"CONTACT": contact_rules, "COMPANY": company_rules, "DEAL": deal_rules}

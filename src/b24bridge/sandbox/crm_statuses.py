@@ -1,0 +1,91 @@
+"""Reference lists (``crm.status.list``) and funnels (``crm.category.list``) of a new portal.
+
+DEAL_STAGE rows (ids, names, sort, colours, semantics) are the docs' crm-status-list.md example verbatim.
+[inferred] The other lists are the stock English-portal entries (first entry = the default the add methods use);
+their ids and colours are not documented and are numbered here after the deal stages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_DEAL_STAGES = [
+    ("NEW", "New", "#39A8EF", None, "process", True),
+    ("PREPARATION", "Document preparation", "#2FC6F6", None, "process", False),
+    ("PREPAYMENT_INVOICE", "Prepayment invoice", "#55D0E0", None, "process", False),
+    ("EXECUTING", "In progress", "#47E4C2", None, "process", False),
+    ("FINAL_INVOICE", "Final invoice", "#FFA900", None, "process", False),
+    ("WON", "Deal successful", "#7BD500", "S", "success", True),
+    ("LOSE", "Deal failed", "#FF5752", "F", "failure", True),
+    ("APOLOGY", "Failure reason analysis", "#FF5752", "F", "apology", False),
+]
+
+_SIMPLE: dict[str, list[tuple[str, str]]] = {
+    "SOURCE": [("CALL", "Call"), ("EMAIL", "E-Mail"), ("WEB", "Website"), ("ADVERTISING", "Advertising"),
+               ("PARTNER", "Existing client"), ("RECOMMENDATION", "By recommendation"),
+               ("TRADE_SHOW", "Show/Exhibition"),
+               ("WEBFORM", "CRM form"), ("CALLBACK", "Callback"), ("RC_GENERATOR", "Sales boost"),
+               ("STORE", "Online Store"), ("OTHER", "Other")],
+    "CONTACT_TYPE": [("CLIENT", "Clients"), ("SUPPLIER", "Suppliers"), ("PARTNER", "Partners"), ("OTHER", "Other")],
+    "COMPANY_TYPE": [("CUSTOMER", "Client"), ("SUPPLIER", "Supplier"), ("COMPETITOR", "Competitor"),
+                     ("PARTNER", "Partner"), ("OTHER", "Other")],
+    "DEAL_TYPE": [("SALE", "Sales"), ("COMPLEX", "Integrated sale"), ("GOODS", "Merchandise sales"),
+                  ("SERVICES", "Service sales"), ("SERVICE", "After-sales service")],
+    "INDUSTRY": [("IT", "Information Technology"), ("TELECOM", "Telecommunication and communication"),
+                 ("MANUFACTURING", "Manufacturing"), ("BANKING", "Banking services"), ("CONSULTING", "Consulting"),
+                 ("FINANCE", "Finance"), ("GOVERNMENT", "Government"), ("DELIVERY", "Delivery"),
+                 ("ENTERTAINMENT", "Entertainment"), ("NOTPROFIT", "Non-profit"), ("OTHER", "Other")],
+    "EMPLOYEES": [("EMPLOYEES_1", "fewer than 50"), ("EMPLOYEES_2", "50-250"), ("EMPLOYEES_3", "250-500"),
+                  ("EMPLOYEES_4", "over 500")],
+    "HONORIFIC": [("HNR_EN_1", "Mr."), ("HNR_EN_2", "Mrs."), ("HNR_EN_3", "Ms."), ("HNR_EN_4", "Dr.")],
+}  # fmt: skip
+
+
+def _build() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    next_id = 101
+    for status_id, name, color, semantics, extra, system in _DEAL_STAGES:
+        rows.append({
+            "ID": str(next_id), "ENTITY_ID": "DEAL_STAGE", "STATUS_ID": status_id, "NAME": name,
+            "NAME_INIT": name if system else "", "SORT": str(10 * (len(rows) + 1)), "SYSTEM": "Y" if system else "N",
+            "CATEGORY_ID": None, "COLOR": color, "SEMANTICS": semantics,
+            "EXTRA": {"SEMANTICS": extra, "COLOR": color},
+        })  # fmt: skip
+        next_id += 2  # the docs example numbers the stages 101, 103, 105 ...
+    for entity_id, entries in _SIMPLE.items():
+        for sort, (status_id, name) in enumerate(entries, start=1):
+            rows.append({
+                "ID": str(next_id), "ENTITY_ID": entity_id, "STATUS_ID": status_id, "NAME": name,
+                "NAME_INIT": name, "SORT": str(10 * sort), "SYSTEM": "Y" if status_id == "OTHER" else "N",
+                "CATEGORY_ID": None, "COLOR": None, "SEMANTICS": None,
+            })  # fmt: skip
+            next_id += 1
+    return rows
+
+
+STATUSES: list[dict[str, Any]] = _build()
+
+
+def first_status(entity_id: str) -> str | None:
+    """docs: TYPE_ID / SOURCE_ID default to "the first available" entry of their list."""
+    for row in STATUSES:
+        if row["ENTITY_ID"] == entity_id:
+            return str(row["STATUS_ID"])
+    return None
+
+
+def stage_semantics(stage_id: str) -> str:
+    """P (in progress) / S (success) / F (failure) for a stage of any funnel (``C{n}:WON`` in funnel n)."""
+    base = stage_id.split(":", 1)[1] if stage_id.startswith("C") and ":" in stage_id else stage_id
+    for row in STATUSES:
+        if row["ENTITY_ID"] == "DEAL_STAGE" and row["STATUS_ID"] == base:
+            return str(row["SEMANTICS"] or "P")
+    return "P"  # [inferred] a stage the portal does not know counts as in progress
+
+
+def start_stage(category_id: int) -> str:
+    """docs crm-deal-add.md: STAGE_ID defaults to the first stage of the funnel (``C{n}:`` prefix off funnel 0)."""
+    return "NEW" if category_id == 0 else f"C{category_id}:NEW"
+
+
+DEFAULT_CATEGORY = {"id": 0, "name": "General", "sort": 300, "entityTypeId": 2, "isDefault": "Y"}
