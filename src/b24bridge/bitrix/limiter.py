@@ -107,11 +107,11 @@ class MemoryLimiter:
         bucket.level = max(bucket.level, float(limits.burst))
         bucket.updated = self.now()
 
-    def _op(self, portal: str, method: str) -> _Operating:
+    def state_of(self, portal: str, method: str) -> _Operating:
         return self.methods.setdefault((portal, method), _Operating())
 
     async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
-        op = self._op(portal, method)
+        op = self.state_of(portal, method)
         now = self.now()
         if op.blocked_until > now:
             return op.blocked_until - now
@@ -126,7 +126,7 @@ class MemoryLimiter:
         return 0.0
 
     async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
-        op = self._op(portal, method)
+        op = self.state_of(portal, method)
         if operating > op.used:
             step = operating - op.used
             op.avg_cost = step if op.avg_cost == 0 else 0.8 * op.avg_cost + 0.2 * step
@@ -135,7 +135,7 @@ class MemoryLimiter:
 
     async def method_blocked(self, portal: str, method: str, reset_at: float | None) -> None:
         # A 429 carries no time block; fall back to the reset time reported by earlier answers.
-        op = self._op(portal, method)
+        op = self.state_of(portal, method)
         now = self.now()
         for candidate in (reset_at, op.reset_at):
             if candidate is not None and candidate > now:
@@ -144,10 +144,10 @@ class MemoryLimiter:
         op.blocked_until = now + 60.0
 
     def started(self, portal: str, method: str) -> None:
-        self._op(portal, method).in_flight += 1
+        self.state_of(portal, method).in_flight += 1
 
     def finished(self, portal: str, method: str) -> None:
-        op = self._op(portal, method)
+        op = self.state_of(portal, method)
         op.in_flight = max(0, op.in_flight - 1)
 
 

@@ -1,0 +1,135 @@
+"""Limiter state and refresh locks in Redis, shared by every process and machine talking to one portal.
+
+The bucket is updated by one Lua script using Redis' own clock, so processes with skewed clocks still agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .limiter import Limits, MemoryLimiter
+
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local capacity, drain, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or '0')
+local updated = tonumber(redis.call('HGET', KEYS[1], 'updated') or tostring(now))
+level = math.max(0, level - (now - updated) * drain)
+local wait = math.max(0, (level + 1 - capacity) / drain)
+redis.call('HSET', KEYS[1], 'level', tostring(level + 1), 'updated', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ttl)
+return tostring(wait)
+"""
+
+_FILL = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local burst = tonumber(ARGV[1])
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or '0')
+redis.call('HSET', KEYS[1], 'level', tostring(math.max(level, burst)), 'updated', tostring(now))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+# Keep the newest report only: answers can arrive out of order from many processes.
+_RECORD = """
+local seen = tonumber(redis.call('HGET', KEYS[1], 'seen') or '0')
+if tonumber(ARGV[3]) < seen then return 0 end
+redis.call('HSET', KEYS[1], 'used', ARGV[1], 'reset_at', ARGV[2], 'seen', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], 660000)
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisLimiter:
+    """The limiter protocol over Redis; in-flight counts and cost estimates stay local to the process."""
+
+    def __init__(self, redis: Redis, prefix: str = "b24bridge") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._local = MemoryLimiter()
+        self._reserve: Any = redis.register_script(_RESERVE)
+        self._fill: Any = redis.register_script(_FILL)
+        self._record: Any = redis.register_script(_RECORD)
+
+    def _bucket(self, portal: str) -> str:
+        return f"{self.prefix}:bucket:{portal}"
+
+    def _method(self, portal: str, method: str) -> str:
+        return f"{self.prefix}:operating:{portal}:{method}"
+
+    async def reserve_request(self, portal: str, limits: Limits) -> float:
+        ttl = int(1000 * (limits.burst / limits.drain + 60))
+        wait = await self._reserve(keys=[self._bucket(portal)], args=[limits.capacity, limits.drain, ttl])
+        return float(wait)
+
+    async def request_refused(self, portal: str, limits: Limits) -> None:
+        ttl = int(1000 * (limits.burst / limits.drain + 60))
+        await self._fill(keys=[self._bucket(portal)], args=[limits.burst, ttl])
+
+    async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
+        shared = await self.redis.hmget(self._method(portal, method), ["used", "reset_at", "blocked_until"])
+        local = self._local.state_of(portal, method)
+        if shared[0] is not None:
+            local.used = float(shared[0])
+            local.reset_at = float(shared[1]) if shared[1] not in (None, b"", "") else None
+        if shared[2] is not None:
+            local.blocked_until = max(local.blocked_until, float(shared[2]))
+        return await self._local.method_delay(portal, method, limits)
+
+    async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
+        await self._local.record_operating(portal, method, operating, reset_at)
+        await self._record(
+            keys=[self._method(portal, method)], args=[operating, "" if reset_at is None else reset_at, time.time()]
+        )
+
+    async def method_blocked(self, portal: str, method: str, reset_at: float | None) -> None:
+        await self._local.method_blocked(portal, method, reset_at)
+        until = self._local.state_of(portal, method).blocked_until
+        await self.redis.hset(self._method(portal, method), "blocked_until", str(until))
+
+    def started(self, portal: str, method: str) -> None:
+        self._local.started(portal, method)
+
+    def finished(self, portal: str, method: str) -> None:
+        self._local.finished(portal, method)
+
+
+class RedisRefreshLock:
+    """One token refresh per portal across processes: ``SET NX PX`` with an owner token, released by script."""
+
+    def __init__(self, redis: Redis, prefix: str = "b24bridge", ttl: float = 30.0, poll: float = 0.05) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl = ttl
+        self.poll = poll
+        self._release: Any = redis.register_script(_RELEASE)
+        self._local: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        name = f"{self.prefix}:refresh:{key}"
+        owner = uuid.uuid4().hex
+        async with self._local.setdefault(key, asyncio.Lock()):
+            deadline = time.monotonic() + self.ttl * 2
+            while not await self.redis.set(name, owner, nx=True, px=int(self.ttl * 1000)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"refresh lock for {key} not acquired within {self.ttl * 2:.0f}s")
+                await asyncio.sleep(self.poll)
+            try:
+                yield
+            finally:
+                await self._release(keys=[name], args=[owner])
