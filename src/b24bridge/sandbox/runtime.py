@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -29,6 +30,8 @@ CrmListener = Callable[["Sandbox", str, CrmAction, int, "dict[str, Any] | None",
 class Sandbox:
     def __init__(self, config: SandboxConfig, world: World | None = None) -> None:
         self.config = config
+        # What ``reset`` returns to: the configuration the portal was started with.
+        self._initial_config = dataclasses.replace(config, method_costs=dict(config.method_costs))
         if world is None and config.state_path is not None and config.state_path.exists():
             world = World.load(config.state_path)
         self.world = world or World()
@@ -96,9 +99,20 @@ class Sandbox:
     def reset(self) -> None:
         self.world = World()
         seed_world(self.world)
+        self.restore_config()
         self.limiter.reset()
         self.faults.reset()
         self.clock_offset = 0.0
+
+    def restore_config(self) -> None:
+        """Undo runtime configuration changes (``POST /_sandbox/config``): limits, costs, lifetimes."""
+        for f in dataclasses.fields(self._initial_config):
+            value = getattr(self._initial_config, f.name)
+            setattr(self.config, f.name, dict(value) if isinstance(value, dict) else value)
+        limiter, cfg = self.limiter, self.config
+        limiter.enabled = cfg.limits_enabled
+        limiter.burst, limiter.drain = cfg.bucket_burst, cfg.bucket_drain
+        limiter.operating_limit, limiter.operating_window = cfg.operating_limit, cfg.operating_window
 
     def bootstrap(self) -> tuple[Webhook, Application]:
         """Give a fresh portal its incoming webhook and its pre-registered local application."""
