@@ -271,13 +271,6 @@ async def save_state(request: Request) -> Response:
     return reply({"saved": str(sandbox.config.state_path)})
 
 
-def _extra_routes() -> list[BaseRoute]:
-    # Domain modules contribute their own control endpoints (applications, automation).
-    from . import apps, automation
-
-    return [*apps.control_routes, *automation.control_routes]
-
-
 routes: list[BaseRoute] = [
     Route("/_sandbox/", info, methods=["GET"]),
     Route("/_sandbox/reset", reset, methods=["POST"]),
@@ -291,5 +284,4 @@ routes: list[BaseRoute] = [
     Route("/_sandbox/handler-calls", handler_calls, methods=["GET"]),
     Route("/_sandbox/settle", settle, methods=["POST"]),
     Route("/_sandbox/state/save", save_state, methods=["POST"]),
-    *_extra_routes(),
 ]
