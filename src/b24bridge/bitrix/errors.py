@@ -204,7 +204,7 @@ def from_answer(
             cls = ServerError
         else:
             cls = BadRequestError
-    text = f"{code or 'error'}: {description}" if description else (code or f"HTTP {status}")
+    text = ": ".join(part for part in (code, description) if part) or f"HTTP {status}"
     error = cls(text, method=method, code=code, description=description, status=status, body=raw, portal=portal)
     if isinstance(error, ServerError) and idempotent:
         error.retry = Retry.RETRYABLE
