@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import control, methods, oauth
+from . import control, eventbus, methods, oauth
 from .config import SandboxConfig
 from .rest import rest_endpoint
 from .runtime import Sandbox
@@ -37,6 +37,7 @@ class _TransportCapture:
 
 def create_app(config: SandboxConfig | None = None, sandbox: Sandbox | None = None) -> ASGIApp:
     portal = sandbox or Sandbox(config or SandboxConfig())
+    eventbus.attach(portal)  # bound events are delivered on every CRM change
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

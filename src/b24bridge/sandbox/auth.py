@@ -33,7 +33,9 @@ def oauth_caller(world: World, access_token: str | None, now: float) -> Caller:
     if record.expires_at <= now:
         raise errors.expired_token()
     app = world.apps.get(record.client_id)
-    if app is None or not app.installed:
+    # Not ``app.installed``: a UI app calls REST from its install page before installFinish (installation-finish.md);
+    # uninstalling revokes the tokens, so a token that still exists belongs to an app present on the portal.
+    if app is None:
         raise errors.invalid_token()
     return Caller("oauth", record.user_id, frozenset(app.scopes), client_id=app.client_id, access_token=access_token)
 

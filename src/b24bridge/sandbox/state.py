@@ -44,6 +44,8 @@ class Application:
     installed: bool = False
     application_token: str = ""
     installed_by: int = 1
+    # "Script only (no user interface)": installed by the ONAPPINSTALL callback, no installFinish (REFERENCE 4.3b).
+    api_only: bool = False
 
 
 @dataclass
@@ -96,6 +98,8 @@ class World:
     # Robots registered by applications, keyed "client_id|code" (code lower-cased: unique per app).
     robots: dict[str, dict[str, Any]] = field(default_factory=dict)
     event_bindings: list[dict[str, Any]] = field(default_factory=list)
+    # Queue of offline events (event.bind event_type=offline), read by event.offline.get.
+    offline_events: list[dict[str, Any]] = field(default_factory=list)
     automation_rules: list[dict[str, Any]] = field(default_factory=list)
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
     handler_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -127,6 +131,7 @@ class World:
         world.counters = dict(data.get("counters", {}))
         world.robots = dict(data.get("robots", {}))
         world.event_bindings = list(data.get("event_bindings", []))
+        world.offline_events = list(data.get("offline_events", []))
         world.automation_rules = list(data.get("automation_rules", []))
         world.workflows = dict(data.get("workflows", {}))
         world.handler_calls = list(data.get("handler_calls", []))
