@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import control, eventbus, methods, oauth
+from . import apps, automation, control, eventbus, methods, oauth
 from .config import SandboxConfig
 from .rest import rest_endpoint
 from .runtime import Sandbox
@@ -38,6 +38,7 @@ class _TransportCapture:
 def create_app(config: SandboxConfig | None = None, sandbox: Sandbox | None = None) -> ASGIApp:
     portal = sandbox or Sandbox(config or SandboxConfig())
     eventbus.attach(portal)  # bound events are delivered on every CRM change
+    automation.install(portal)  # deal stage changes start robots
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -48,6 +49,9 @@ def create_app(config: SandboxConfig | None = None, sandbox: Sandbox | None = No
         Route("/rest/{path:path}", rest_endpoint, methods=["GET", "POST"]),
         *oauth.routes,
         *control.routes,
+        # Domain modules contribute their own control endpoints.
+        *apps.control_routes,
+        *automation.control_routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sandbox = portal

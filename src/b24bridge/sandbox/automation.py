@@ -1,7 +1,236 @@
-"""Placeholder until this module lands."""
+"""CRM automation rules: a robot placed on a deal stage runs when a deal enters that stage.
+
+On a real portal an administrator drags an application robot onto a stage in the automation designer; the sandbox
+has no UI, so rules are created through the control API:
+
+* ``POST /_sandbox/automation/rules`` ``{entity, category_id, stage_id, client_id, robot_code, properties,
+  timeout_duration, auth_user_id, use_subscription}``; ``GET`` lists them; ``DELETE .../rules/{id}`` removes one.
+* ``POST /_sandbox/deals/{id}/stage`` ``{stage_id}`` moves a deal as a user would in the kanban.
+* ``GET /_sandbox/workflows[?status=&rule_id=&document_id=&settle=1]`` and ``GET /_sandbox/workflows/{id}``.
+
+A rule fires when a document *enters* its stage: created in it, or updated with a changed STAGE_ID (REFERENCE 5,
+CRM automation semantics); the category must match too. Each matching rule starts its own workflow
+(see ``bizproc_runtime`` for what a workflow does and records).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import copy
+from typing import Any
 
-control_routes: list[BaseRoute] = []
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from . import bizproc_runtime as robots
+from .bizproc_defs import key_of
+from .control import ControlError, body_of, control, portal, reply
+from .crm_fields import ENTITIES
+from .crm_rules import deal_rules
+from .crm_values import render, render_loose
+from .registry import Call, Caller
+from .runtime import DEFAULT_APP_ID, CrmAction, Sandbox
+
+# Only deals have stage automation in the sandbox today; leads would use STATUS_ID instead of STAGE_ID.
+SUPPORTED_ENTITIES = {"DEAL"}
+WORKFLOW_STATUSES = {"running", "completed", "timeout", "failed"}
+
+
+def install(sandbox: Sandbox) -> None:
+    """Subscribe the automation engine to CRM changes of ``sandbox`` (called once from ``create_app``)."""
+    if on_crm_change not in sandbox.crm_listeners:
+        sandbox.crm_listeners.append(on_crm_change)
+
+
+def _category(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def on_crm_change(
+    sandbox: Sandbox,
+    entity: str,
+    action: CrmAction,
+    record_id: int,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    if entity not in SUPPORTED_ENTITIES or after is None or action == "DELETE":
+        return
+    stage = after.get("STAGE_ID")
+    if stage is None or (action == "UPDATE" and before is not None and before.get("STAGE_ID") == stage):
+        return
+    category = _category(after.get("CATEGORY_ID"))
+    for rule in list(sandbox.world.automation_rules):
+        if rule["entity"] == entity and rule["stage_id"] == stage and rule["category_id"] == category:
+            robots.start_robot(sandbox, rule, entity, record_id, document_fields(sandbox, entity, after))
+
+
+def document_fields(sandbox: Sandbox, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The document's field values for ``{=Document:FIELD}``, rendered as the REST ``get`` shows them.
+
+    [inferred] the portal's bizproc document prints some types differently (dates in the site format); REST
+    rendering is the closest documented form. Also a snapshot: later edits do not change a started workflow.
+    """
+    definition = next((e for e in ENTITIES if e.entity == entity), None)
+    by_name = definition.by_name if definition is not None else {}
+    values: dict[str, Any] = {}
+    for name, value in record.items():
+        field = by_name.get(name)
+        values[name] = render(field, value, sandbox.tz) if field is not None else render_loose(value)
+    return values
+
+
+# --- control API ----------------------------------------------------------------------------------------------
+
+
+def _int_field(data: dict[str, Any], key: str, default: int) -> int:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().lstrip("-").isdigit():
+        raise ControlError(f"{key} must be an integer")
+    return int(value)
+
+
+@control
+async def add_rule(request: Request) -> Response:
+    sandbox = portal(request)
+    world = sandbox.world
+    data = await body_of(request)
+    entity = str(data.get("entity", "DEAL")).upper()
+    if entity not in SUPPORTED_ENTITIES:
+        raise ControlError(f"entity must be one of {sorted(SUPPORTED_ENTITIES)}")
+    stage_id = data.get("stage_id")
+    if not isinstance(stage_id, str) or not stage_id:
+        raise ControlError("stage_id is required (e.g. NEW, or C1:NEW in funnel 1)")
+    client_id = str(data.get("client_id") or DEFAULT_APP_ID)
+    code = data.get("robot_code")
+    if not isinstance(code, str) or not code:
+        raise ControlError("robot_code is required")
+    robot = world.robots.get(key_of(client_id, code))
+    if robot is None or robot["IS_ROBOT"] != "Y":
+        raise ControlError(f"application {client_id} has no robot {code!r} (register it with bizproc.robot.add)")
+    properties = data.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise ControlError("properties must be an object {key: template}")
+    timeout = _int_field(data, "timeout_duration", 0)
+    if timeout < 0:
+        raise ControlError("timeout_duration must be 0 (none) or a number of seconds")
+    auth_user_id = data.get("auth_user_id")
+    if auth_user_id is not None and _int_field(data, "auth_user_id", 0) not in world.users:
+        raise ControlError(f"no user {auth_user_id}")
+    use_subscription = data.get("use_subscription")
+    if use_subscription not in (None, "Y", "N"):
+        raise ControlError("use_subscription must be Y or N")
+    rule = {
+        "id": world.next_id("automation_rule"),
+        "entity": entity,
+        "category_id": _int_field(data, "category_id", 0),
+        "stage_id": stage_id,
+        "client_id": client_id,
+        "robot_code": code,
+        "properties": properties,
+        "timeout_duration": timeout,
+        "auth_user_id": None if auth_user_id is None else int(auth_user_id),
+        "use_subscription": use_subscription,
+        # Fixed per placed robot, as in a real automation template.
+        "activity_name": robots.new_activity_name(),
+        "created_at": sandbox.now(),
+    }
+    world.automation_rules.append(rule)
+    return reply(rule, 201)
+
+
+@control
+async def list_rules(request: Request) -> Response:
+    rules = portal(request).world.automation_rules
+    return reply({"rules": rules, "total": len(rules)})
+
+
+@control
+async def delete_rule(request: Request) -> Response:
+    world = portal(request).world
+    rule_id = int(request.path_params["rule_id"])
+    kept = [r for r in world.automation_rules if r["id"] != rule_id]
+    if len(kept) == len(world.automation_rules):
+        raise ControlError(f"no automation rule {rule_id}", 404)
+    world.automation_rules[:] = kept
+    return reply({"deleted": rule_id})
+
+
+@control
+async def move_deal(request: Request) -> Response:
+    """Drag a deal to another stage, as in the kanban: the change is reported like any update."""
+    sandbox = portal(request)
+    deal_id = int(request.path_params["deal_id"])
+    data = await body_of(request)
+    stage_id = data.get("stage_id")
+    if not isinstance(stage_id, str) or not stage_id:
+        raise ControlError("stage_id is required")
+    deals = sandbox.world.records("DEAL")
+    record = deals.get(deal_id)
+    if record is None:
+        raise ControlError(f"no deal {deal_id}", 404)
+    user_id = _int_field(data, "user_id", 1)
+    if user_id not in sandbox.world.users:
+        raise ControlError(f"no user {user_id}")
+    known = set(sandbox.world.workflows)
+    if record.get("STAGE_ID") != stage_id:
+        before = copy.deepcopy(record)
+        _apply_move(sandbox, record, before, stage_id, user_id)
+        sandbox.crm_changed("DEAL", "UPDATE", deal_id, before, copy.deepcopy(record))
+    started = [wf_id for wf_id in sandbox.world.workflows if wf_id not in known]
+    return reply({"deal": record, "workflows": started})
+
+
+def _apply_move(sandbox: Sandbox, record: dict[str, Any], before: dict[str, Any], stage: str, user_id: int) -> None:
+    now = sandbox.now()
+    record.update(STAGE_ID=stage, MOVED_BY_ID=user_id, MOVED_TIME=now, MODIFY_BY_ID=user_id, DATE_MODIFY=now)
+    # The CRM module's own bookkeeping keeps STAGE_SEMANTIC_ID, CLOSED and IS_NEW consistent with the stage.
+    call = Call(sandbox, Caller("webhook", user_id, frozenset()), "crm.deal.update", {})
+    deal_rules(call, before, record, {"STAGE_ID": stage})
+
+
+@control
+async def list_workflows(request: Request) -> Response:
+    sandbox = portal(request)
+    query = request.query_params
+    if query.get("settle") not in (None, "0", "false"):
+        await sandbox.drain()
+    robots.sweep(sandbox)
+    status = query.get("status")
+    if status is not None and status not in WORKFLOW_STATUSES:
+        raise ControlError(f"status must be one of {sorted(WORKFLOW_STATUSES)}")
+    found = []
+    for wf in sandbox.world.workflows.values():
+        if status is not None and wf["status"] != status:
+            continue
+        if "rule_id" in query and str(wf["rule_id"]) != query["rule_id"]:
+            continue
+        if "document_id" in query and wf["document_id"][2] != query["document_id"]:
+            continue
+        found.append(wf)
+    return reply({"workflows": found, "total": len(found)})
+
+
+@control
+async def get_workflow(request: Request) -> Response:
+    sandbox = portal(request)
+    robots.sweep(sandbox)
+    wf = sandbox.world.workflows.get(request.path_params["workflow_id"])
+    if wf is None:
+        raise ControlError(f"no workflow {request.path_params['workflow_id']}", 404)
+    return reply(wf)
+
+
+control_routes: list[BaseRoute] = [
+    Route("/_sandbox/automation/rules", add_rule, methods=["POST"]),
+    Route("/_sandbox/automation/rules", list_rules, methods=["GET"]),
+    Route("/_sandbox/automation/rules/{rule_id:int}", delete_rule, methods=["DELETE"]),
+    Route("/_sandbox/deals/{deal_id:int}/stage", move_deal, methods=["POST"]),
+    Route("/_sandbox/workflows", list_workflows, methods=["GET"]),
+    Route("/_sandbox/workflows/{workflow_id}", get_workflow, methods=["GET"]),
+]

@@ -95,7 +95,8 @@ class World:
     crm: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     product_rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
-    # Robots registered by applications, keyed "client_id|code" (code lower-cased: unique per app).
+    # Robots and activities registered by applications, keyed "client_id|CODE" (CODE as given: the portal's key
+    # is md5(APP_ID@CODE), case-sensitive).
     robots: dict[str, dict[str, Any]] = field(default_factory=dict)
     event_bindings: list[dict[str, Any]] = field(default_factory=list)
     # Queue of offline events (event.bind event_type=offline), read by event.offline.get.
@@ -103,6 +104,8 @@ class World:
     automation_rules: list[dict[str, Any]] = field(default_factory=list)
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
     handler_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Signs bizproc event tokens; part of the world so tokens stay valid across --state save/load.
+    bizproc_secret: str = field(default_factory=token)
 
     def next_id(self, counter: str) -> int:
         value = self.counters.get(counter, 0) + 1
@@ -135,6 +138,7 @@ class World:
         world.automation_rules = list(data.get("automation_rules", []))
         world.workflows = dict(data.get("workflows", {}))
         world.handler_calls = list(data.get("handler_calls", []))
+        world.bizproc_secret = data.get("bizproc_secret") or world.bizproc_secret
         return world
 
     def save(self, path: Path) -> None:
