@@ -149,6 +149,8 @@ async def limits_state(request: Request) -> Response:
     return reply(
         {
             "enabled": limiter.enabled,
+            "refused_requests": limiter.refused_requests,
+            "refused_operating": limiter.refused_operating,
             "buckets": {
                 ip: {"level": max(0.0, b.level - (now - b.updated) * b.drain), "burst": b.burst}
                 for ip, b in limiter.buckets.items()

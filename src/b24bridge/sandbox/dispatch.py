@@ -36,6 +36,7 @@ async def run_method(sandbox: Sandbox, caller: Caller, method: str, params: dict
     budget = limiter.budget(caller.budget_key, method) if limiter.enabled else None
     start = sandbox.now()
     if budget is not None and budget.blocked(start):
+        limiter.refused_operating += 1
         raise errors.operation_time_limit()
     began = time.perf_counter()
     call = Call(sandbox, caller, method, params)

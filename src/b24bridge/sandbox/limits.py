@@ -78,6 +78,9 @@ class Limiter:
     enabled: bool = True
     buckets: dict[str, LeakyBucket] = field(default_factory=dict)
     budgets: dict[tuple[str, str], OperatingBudget] = field(default_factory=dict)
+    # How often each limit refused: what a client that claims to respect the limits is measured by.
+    refused_requests: int = 0
+    refused_operating: int = 0
 
     def admit_request(self, client_ip: str, now: float) -> bool:
         if not self.enabled:
@@ -85,7 +88,10 @@ class Limiter:
         bucket = self.buckets.get(client_ip)
         if bucket is None:
             bucket = self.buckets[client_ip] = LeakyBucket(self.burst, self.drain, updated=now)
-        return bucket.admit(now)
+        admitted = bucket.admit(now)
+        if not admitted:
+            self.refused_requests += 1
+        return admitted
 
     def budget(self, caller_key: str, method: str) -> OperatingBudget:
         key = (caller_key, method)
@@ -97,3 +103,4 @@ class Limiter:
     def reset(self) -> None:
         self.buckets.clear()
         self.budgets.clear()
+        self.refused_requests = self.refused_operating = 0
