@@ -25,6 +25,15 @@ class FaultSpec:
     methods: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        numbers = ("error_500_rate", "error_503_rate", "drop_rate", "latency_ms", "latency_jitter_ms")
+        for name in (*numbers, "outage_start", "outage_end"):
+            value = getattr(self, name)
+            if (value is not None or name in numbers) and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if not isinstance(self.methods, list) or not all(isinstance(m, str) for m in self.methods):
+            raise ValueError(f"methods must be a list of method names, got {self.methods!r}")
         for name in ("error_500_rate", "error_503_rate", "drop_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -52,6 +61,7 @@ class FaultInjector:
 
     def configure(self, spec: FaultSpec, seed: int | None = None) -> None:
         spec.validate()
+        spec.methods = [m.lower() for m in spec.methods]  # method names are case-insensitive on the portal
         self.spec = spec
         if seed is not None:
             self.seed = seed
