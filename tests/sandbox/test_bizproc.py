@@ -55,6 +55,7 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
 
 
 V = "ERROR_ACTIVITY_VALIDATION_FAILURE"
+W = "ERROR_WRONG_HANDLER_URL"
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ def test_robot_lifecycle(sandbox: LiveSandbox, token: str) -> None:
         ({"CODE": "send_sms"}, (400, V, "No fields to update")),
         ({"CODE": "send_sms", "FIELDS": {"UNKNOWN": 1}}, (400, V, "No fields to update")),
         ({"CODE": "send_sms", "FIELDS": {"NAME": ""}}, (400, V, "No fields to update")),
-        ({"CODE": "send_sms", "FIELDS": {"HANDLER": "http://localhost/"}}, (400, "ERROR_WRONG_HANDLER_URL", "Wrong handler URL")),
+        ({"CODE": "send_sms", "FIELDS": {"HANDLER": "http://localhost/"}}, (400, W, "Wrong handler URL")),
         ({"CODE": "send_sms", "FIELDS": {"PROPERTIES": {"a b": {"Name": "x"}}}}, (400, V, "Wrong property key (a b)!")),
         ({"CODE": "send_sms", "FIELDS": {"FILTER": "box"}}, (400, V, "Wrong activity FILTER!")),
         ({"CODE": "send_sms", "FIELDS": {"DOCUMENT_TYPE": ["crm"]}}, (400, V, "Wrong activity DOCUMENT_TYPE!")),
