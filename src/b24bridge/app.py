@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from b24bridge import __version__, migrations
+from b24bridge import __version__
+from b24bridge.context import Context, open_context
 from b24bridge.db import Database, DatabaseUnavailable
 from b24bridge.observability import get_logger, metrics_app, redact_text
 from b24bridge.settings import Settings
@@ -28,18 +29,17 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if database is not None:
-            yield
-            return
-        owned = Database(settings)
-        await owned.start()
-        try:
-            await asyncio.to_thread(migrations.upgrade, owned.url)
-            app.state.database = owned
-            log.info("b24bridge ready to serve", embedded_database=owned.embedded)
-            yield
-        finally:
-            await owned.stop()
+        async with open_context(settings, database) as context:
+            app.state.database = context.database
+            app.state.context = context
+            worker = _start_worker(context) if settings.worker_in_process else None
+            log.info("b24bridge ready to serve", embedded_database=context.database.embedded)
+            try:
+                yield
+            finally:
+                if worker is not None:
+                    worker.cancel()
+                    await asyncio.gather(worker, return_exceptions=True)
 
     app = FastAPI(title="b24bridge", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -69,6 +69,24 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    for router in _domain_routers():
+        app.include_router(router)
+
     # A plain route (not a Mount) so that ``/metrics`` answers without a redirect to ``/metrics/``.
     app.router.routes.append(Route("/metrics", endpoint=metrics_app(), include_in_schema=False))
     return app
+
+
+def _domain_routers() -> list[APIRouter]:
+    from b24bridge.portals.endpoints import router as portals
+    from b24bridge.robots.endpoints import router as robots
+
+    return [portals, robots]
+
+
+def _start_worker(context: Context) -> asyncio.Task[None]:
+    """The in-process job worker of ``serve``; ``b24bridge worker`` runs the same worker on its own."""
+    worker = context.jobs.run_worker_async(
+        concurrency=context.settings.worker_concurrency, install_signal_handlers=False, name="serve"
+    )
+    return asyncio.get_running_loop().create_task(worker)

@@ -76,6 +76,26 @@ def serve(
     )
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs run at once [default: B24BRIDGE_WORKER_CONCURRENCY]")
+    ] = None,
+) -> None:
+    """Run job workers only (robot calls, deliveries), so a deployment can scale them apart from the API."""
+    overrides: dict[str, Any] = {} if concurrency is None else {"worker_concurrency": concurrency}
+    settings = _settings(**overrides)
+    _logging(settings)
+
+    from b24bridge.context import open_context
+
+    async def run() -> None:
+        async with open_context(settings) as context:
+            await context.jobs.run_worker_async(concurrency=settings.worker_concurrency, name="worker")
+
+    asyncio.run(run())
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision")] = "head",

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PostgresDsn, ValidationError, field_validator
+from pydantic import Field, PostgresDsn, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "B24BRIDGE_"
@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     public_url: str | None = None
     environment: Environment = "development"
     worker_concurrency: int = Field(default=4, ge=1)
+    # Run a job worker inside ``serve``; a scaled deployment turns this off and runs ``b24bridge worker``.
+    worker_in_process: bool = True
+    # The Bitrix24 application b24bridge is: its OAuth credentials and the OAuth server that issues tokens.
+    app_client_id: str | None = None
+    app_client_secret: SecretStr | None = None
+    oauth_server: str = "https://oauth.bitrix.info"
+    # Keys that encrypt portal tokens at rest: "kid:base64url-32-byte-key[,kid:key...]", the first one encrypts.
+    encryption_keys: SecretStr | None = None
 
     @field_validator("log_level", "log_format", "environment", mode="before")
     @classmethod
@@ -71,6 +79,11 @@ _ALLOWED: dict[str, str] = {
     "public_url": "must be the externally reachable https:// URL of this service",
     "environment": "must be one of development, production",
     "worker_concurrency": "must be an integer of at least 1",
+    "worker_in_process": "must be true or false",
+    "app_client_id": "must be the application's client_id from the Bitrix24 developer resources",
+    "app_client_secret": "must be the application's client_secret",
+    "oauth_server": "must be the OAuth server URL, https://oauth.bitrix.info unless you run the sandbox",
+    "encryption_keys": "must be kid:key pairs separated by commas, each key 32 bytes in url-safe base64",
 }
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")

@@ -1,0 +1,1 @@
+"""Business Process robots: declared in code, registered in portals, answered by jobs."""

@@ -1,0 +1,1 @@
+"""The run log: every robot call with its inputs, outbound calls and outcome; replay."""
