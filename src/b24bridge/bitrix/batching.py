@@ -63,7 +63,7 @@ class AutoBatcher:
                         self._slots.release()
                         continue
                     await wait_for_slot(self.portal.client.limiter, self.portal.key, self.portal.limits)
-                    items = self._take()
+                    items = await self._take()
                 except BaseException:
                     self._slots.release()
                     raise
@@ -106,12 +106,26 @@ class AutoBatcher:
             return False
         return bool(self._queue)
 
-    def _take(self) -> list[_Pending]:
+    async def _take(self) -> list[_Pending]:
+        """Up to 50 waiting calls, no more of one method than its operating-time budget still holds."""
+        limiter, portal = self.portal.client.limiter, self.portal
+        allowance: dict[str, int | None] = {}
         items: list[_Pending] = []
+        held: list[_Pending] = []
         while self._queue and len(items) < MAX_BATCH:
             item = self._queue.popleft()
-            if not item.future.done():  # the caller may have been cancelled
-                items.append(item)
+            if item.future.done():  # the caller was cancelled
+                continue
+            if item.method not in allowance:
+                allowance[item.method] = await limiter.method_allowance(portal.key, item.method, portal.limits)
+            left = allowance[item.method]
+            if left is not None:
+                if left <= 0:
+                    held.append(item)
+                    continue
+                allowance[item.method] = left - 1
+            items.append(item)
+        self._queue.extendleft(reversed(held))
         return items
 
     async def _send(self, items: list[_Pending]) -> None:

@@ -47,6 +47,10 @@ class Limiter(Protocol):
         """Seconds until ``method`` may be called again within its operating-time budget (0: now)."""
         ...
 
+    async def method_allowance(self, portal: str, method: str, limits: Limits) -> int | None:
+        """How many calls of ``method`` fit in its budget now (None: no limit known)."""
+        ...
+
     async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
         """What the portal reported in ``time.operating`` / ``operating_reset_at`` for ``method``."""
         ...
@@ -77,11 +81,40 @@ class _Bucket:
 
 @dataclass
 class _Operating:
+    """What we know of one method's operating-time budget on one portal."""
+
     used: float = 0.0
     reset_at: float | None = None
     blocked_until: float = 0.0
     in_flight: int = 0
     avg_cost: float = 0.0
+
+    def _projected(self) -> float:
+        return self.used + self.in_flight * self.avg_cost
+
+    def _stale(self, now: float, limit: float) -> bool:
+        # Over the limit, but the oldest basket has expired since: the new sum is unknown until a call reports it.
+        return self.used > limit and self.reset_at is not None and self.reset_at <= now
+
+    def delay(self, now: float, limit: float) -> float:
+        if self.blocked_until > now:
+            return self.blocked_until - now
+        if self._stale(now, limit):
+            return 0.0 if self.in_flight == 0 else 0.05  # one probe at a time
+        if self._projected() > limit and self.reset_at is not None:
+            return max(0.0, self.reset_at - now)
+        return 0.0
+
+    def allowance(self, now: float, limit: float) -> int | None:
+        """How many more calls fit in the budget right now (None: no limit known yet)."""
+        if self.delay(now, limit) > 0:
+            return 0
+        if self._stale(now, limit):
+            return 1
+        if self.avg_cost <= 0:
+            return None
+        # The portal checks before each call, so calls may go while the sum stays within the limit.
+        return max(1, int((limit - self._projected()) // self.avg_cost))
 
 
 @dataclass
@@ -111,25 +144,17 @@ class MemoryLimiter:
         return self.methods.setdefault((portal, method), _Operating())
 
     async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
-        op = self.state_of(portal, method)
-        now = self.now()
-        if op.blocked_until > now:
-            return op.blocked_until - now
-        projected = op.used + op.in_flight * op.avg_cost
-        if projected > limits.operating_limit and op.reset_at is not None:
-            if op.reset_at > now:
-                return op.reset_at - now
-            # The oldest basket expired; we do not know the new sum until a call reports it, so probe alone.
-            if op.in_flight:
-                return 0.05
-            op.used = 0.0
-        return 0.0
+        return self.state_of(portal, method).delay(self.now(), limits.operating_limit)
+
+    async def method_allowance(self, portal: str, method: str, limits: Limits) -> int | None:
+        return self.state_of(portal, method).allowance(self.now(), limits.operating_limit)
 
     async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
         op = self.state_of(portal, method)
-        if operating > op.used:
-            step = operating - op.used
-            op.avg_cost = step if op.avg_cost == 0 else 0.8 * op.avg_cost + 0.2 * step
+        step = operating - op.used
+        # Reports arrive in order within a batch; the step between two is one call's cost.
+        if step > 0:
+            op.avg_cost = step if op.avg_cost == 0 else max(0.8 * op.avg_cost + 0.2 * step, step * 0.5)
         op.used = operating
         op.reset_at = reset_at
 

@@ -81,6 +81,15 @@ class RedisLimiter:
         await self._fill(keys=[self._bucket(portal)], args=[limits.burst, ttl])
 
     async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
+        await self._sync(portal, method)
+        return await self._local.method_delay(portal, method, limits)
+
+    async def method_allowance(self, portal: str, method: str, limits: Limits) -> int | None:
+        await self._sync(portal, method)
+        return await self._local.method_allowance(portal, method, limits)
+
+    async def _sync(self, portal: str, method: str) -> None:
+        """Adopt the newest shared report of this method's budget."""
         shared = await self.redis.hmget(self._method(portal, method), ["used", "reset_at", "blocked_until"])
         local = self._local.state_of(portal, method)
         if shared[0] is not None:
@@ -88,7 +97,6 @@ class RedisLimiter:
             local.reset_at = float(shared[1]) if shared[1] not in (None, b"", "") else None
         if shared[2] is not None:
             local.blocked_until = max(local.blocked_until, float(shared[2]))
-        return await self._local.method_delay(portal, method, limits)
 
     async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
         await self._local.record_operating(portal, method, operating, reset_at)
