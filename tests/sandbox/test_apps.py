@@ -81,6 +81,7 @@ def test_api_only_install_posts_onappinstall_form(sandbox: LiveSandbox, receiver
     result = install(sandbox, app["client_id"])
     assert result["app"]["installed"] is True
     assert result["install_call"]["ok"] is True
+    assert result["tokens"]["access_token"] == dict(result["install_call"]["payload"]["auth"])["access_token"]
     (request,) = receiver.wait_for(1, path="/install")
     assert request["method"] == "POST"
     assert request["headers"]["content-type"].startswith("application/x-www-form-urlencoded")

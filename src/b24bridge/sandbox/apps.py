@@ -162,6 +162,8 @@ async def install(sandbox: Sandbox, app: Application, user_id: int) -> dict[str,
     else:
         app.installed = True
     result["app"] = view(app)
+    # The installer's token pair, as the OAuth server would answer it: handy for tests of apps without a handler.
+    result["tokens"] = tokens.token_response(sandbox, app, pair)
     return result
 
 
