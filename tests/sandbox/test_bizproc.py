@@ -180,3 +180,21 @@ def test_event_send_and_log_reject_bad_tokens(sandbox: LiveSandbox, token: str) 
         for bad in (forged, "garbage", None):
             params = {"EVENT_TOKEN": bad, "LOG_MESSAGE": "x"} if bad else {"LOG_MESSAGE": "x"}
             assert error_of(rest(sandbox, token, method, params)) == (403, "ACCESS_DENIED", "Access denied!")
+
+
+def test_robot_add_form_encoded_with_php_brackets(sandbox: LiveSandbox, token: str) -> None:
+    form = {
+        "code": "form_robot",
+        "handler": HANDLER,
+        "name[en]": "Form robot",
+        "properties[phone][Name]": "Phone",
+        "properties[phone][Options][sms]": "SMS",
+        "document_type[]": ["crm", "CCrmDocumentDeal", "DEAL"],
+    }
+    response = sandbox.http.post(f"/rest/bizproc.robot.add?auth={token}", data=form)
+    assert response.status_code == 200, response.text
+    stored = sandbox.portal.world.robots[f"{sandbox.client_id}|form_robot"]
+    # Keys go upper-case except property ids and option values (prepareActivityData).
+    assert stored["PROPERTIES"] == {"phone": {"NAME": "Phone", "OPTIONS": {"sms": "SMS"}}}
+    assert stored["DOCUMENT_TYPE"] == ["crm", "CCrmDocumentDeal", "DEAL"]
+    assert stored["AUTH_USER_ID"] == 0 and stored["USE_SUBSCRIPTION"] == ""
