@@ -84,6 +84,7 @@ async def info(request: Request) -> Response:
             "webhooks": [webhook_view(sandbox, h) for h in world.webhooks.values()],
             "apps": [dataclasses.asdict(a) for a in world.apps.values()],
             "users": [dataclasses.asdict(u) for u in world.users.values()],
+            "counters": dict(world.counters),
             "config": {
                 "plan": cfg.plan,
                 "limits_enabled": sandbox.limiter.enabled,

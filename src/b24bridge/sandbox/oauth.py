@@ -172,9 +172,13 @@ async def token_endpoint(request: Request) -> Response:
     """``/oauth/token/``: GET with a query string as documented; POST form accepted too (clients differ)."""
     sandbox = _portal(request)
     params = await read_params(request)
+    # Counted so tests can prove how many requests reached the OAuth server (e.g. one refresh per storm).
+    grant = str(params.get("grant_type", ""))
+    sandbox.world.next_id(f"oauth_requests:{grant}")
     try:
         body = exchange(sandbox, params)
     except OAuthError as exc:
+        sandbox.world.next_id(f"oauth_refused:{grant}:{exc.code}")
         log.info("oauth token request refused: %s", exc.code)
         return json_response({"error": exc.code, "error_description": exc.description}, exc.status)
     return json_response(body)
