@@ -198,3 +198,8 @@ def test_robot_add_form_encoded_with_php_brackets(sandbox: LiveSandbox, token: s
     assert stored["PROPERTIES"] == {"phone": {"NAME": "Phone", "OPTIONS": {"sms": "SMS"}}}
     assert stored["DOCUMENT_TYPE"] == ["crm", "CCrmDocumentDeal", "DEAL"]
     assert stored["AUTH_USER_ID"] == 0 and stored["USE_SUBSCRIPTION"] == ""
+
+
+def test_non_ascii_event_token_is_denied_not_crashed(sandbox: LiveSandbox, token: str) -> None:
+    response = rest(sandbox, token, "bizproc.event.send", {"EVENT_TOKEN": "a|b|c.подпись"})
+    assert error_of(response) == (403, "ACCESS_DENIED", "Access denied!")

@@ -81,7 +81,8 @@ def open_event_token(world: World, event_token: Any) -> tuple[str, str, str] | N
         return None
     # The workflow id has a dot of its own, so the signature is whatever follows the last one.
     value, _, signature = event_token.rpartition(".")
-    if not value or not hmac.compare_digest(signature.lower(), _signature(world, value)):
+    # Bytes, not str: compare_digest raises on non-ASCII text, and a garbled token must answer 403, not 500.
+    if not value or not hmac.compare_digest(signature.lower().encode(), _signature(world, value).encode()):
         return None
     parts = value.split("|")
     if len(parts) != 3:
