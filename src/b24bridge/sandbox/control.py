@@ -111,35 +111,51 @@ async def reset(request: Request) -> Response:
 
 @control
 async def configure(request: Request) -> Response:
-    """Change limits and lifetimes of a running portal; only the keys given change."""
+    """Change limits and lifetimes of a running portal; only the keys given change, and nothing on a 400."""
     sandbox = portal(request)
     data = await body_of(request)
     cfg, limiter = sandbox.config, sandbox.limiter
+    staged = dataclasses.replace(cfg, method_costs=dict(cfg.method_costs))
     if "plan" in data:
         if data["plan"] not in ("cloud", "enterprise"):
             raise ControlError("plan must be cloud or enterprise")
-        cfg.plan = data["plan"]
-        cfg.burst = cfg.drain_per_second = None
+        staged.plan = data["plan"]
+        staged.burst = staged.drain_per_second = None
     for key in ("burst", "drain_per_second", "operating_limit", "operating_window"):
         if key in data:
-            if float(data[key]) <= 0:
+            if _number(data, key) <= 0:
                 raise ControlError(f"{key} must be positive")
-            setattr(cfg, key, int(data[key]) if key == "burst" else float(data[key]))
+            setattr(staged, key, int(data[key]) if key == "burst" else float(data[key]))
     for key in ("access_token_ttl", "auth_code_ttl", "refresh_token_ttl"):
         if key in data:
-            if int(data[key]) < 1:
+            if _number(data, key) < 1:
                 raise ControlError(f"{key} must be at least 1 second")
-            setattr(cfg, key, int(data[key]))
+            setattr(staged, key, int(data[key]))
     if "handler_timeout" in data:
-        cfg.handler_timeout = float(data["handler_timeout"])
+        staged.handler_timeout = _number(data, "handler_timeout")
     if "method_costs" in data:
-        cfg.method_costs = {str(k).lower(): float(v) for k, v in dict(data["method_costs"]).items()}
+        costs = data["method_costs"]
+        if not isinstance(costs, dict):
+            raise ControlError("method_costs must be a map of method name to seconds")
+        staged.method_costs = {str(k).lower(): _number(costs, k) for k in costs}
     if "limits_enabled" in data:
-        limiter.enabled = cfg.limits_enabled = bool(data["limits_enabled"])
+        if not isinstance(data["limits_enabled"], bool):
+            raise ControlError("limits_enabled must be true or false")
+        staged.limits_enabled = data["limits_enabled"]
+    for f in dataclasses.fields(staged):
+        setattr(cfg, f.name, getattr(staged, f.name))
+    limiter.enabled = cfg.limits_enabled
     limiter.burst, limiter.drain = cfg.bucket_burst, cfg.bucket_drain
     limiter.operating_limit, limiter.operating_window = cfg.operating_limit, cfg.operating_window
     limiter.reset()
     return await info(request)
+
+
+def _number(data: dict[str, Any], key: str) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ControlError(f"{key} must be a number, got {value!r}")
+    return float(value)
 
 
 @control
