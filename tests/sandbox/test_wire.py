@@ -203,3 +203,15 @@ def test_oauth_expired_token(sandbox: LiveSandbox) -> None:
     response = _oauth_call(sandbox, "user.current", token, "json")
     assert response.status_code == 401
     assert response.json() == {"error": "expired_token", "error_description": "The access token provided has expired"}
+
+
+def test_oauth_batch_auth_on_outer_call_only(sandbox: LiveSandbox) -> None:
+    token = access_token_of(install_app(sandbox))
+    response = sandbox.http.post(
+        "/rest/batch", json={"auth": token, "cmd": {"me": "user.current", "scopes": "scope"}, "halt": 0}
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["result_error"] == []
+    assert result["result"]["me"]["ID"] == "1"
+    assert "crm" in result["result"]["scopes"]
