@@ -47,6 +47,16 @@ def _logging(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+def _encryption_keys(settings: Settings) -> None:
+    # Checked before anything starts: portal tokens cannot be stored or read without a key (production needs one).
+    from b24bridge.portals.crypto import keyring
+
+    try:
+        keyring(settings)
+    except SettingsError as exc:  # KeyConfigError: one line naming B24BRIDGE_ENCRYPTION_KEYS
+        _fail(str(exc))
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address [default: B24BRIDGE_HOST]")] = None,
@@ -60,6 +70,7 @@ def serve(
         overrides["port"] = port
     settings = _settings(**overrides)
     _logging(settings)
+    _encryption_keys(settings)
 
     import uvicorn
 
@@ -86,6 +97,7 @@ def worker(
     overrides: dict[str, Any] = {} if concurrency is None else {"worker_concurrency": concurrency}
     settings = _settings(**overrides)
     _logging(settings)
+    _encryption_keys(settings)
 
     from b24bridge.context import open_context
 
@@ -134,6 +146,39 @@ def sandbox(
     """Run a local Bitrix24 emulator for development and tests."""
     server: Any = importlib.import_module("b24bridge.sandbox.server")
     server.run(host=host, port=port, state_path=state, plan=plan.value, limits=limits, seed=seed)
+
+
+# --- portals ------------------------------------------------------------------------------------------------------
+
+portals_app = typer.Typer(help="Portals that installed b24bridge.", no_args_is_help=True)
+app.add_typer(portals_app, name="portals")
+
+
+@portals_app.command("list")
+def portals_list(
+    status: Annotated[
+        str | None, typer.Option(help="Only portals in this status (active, uninstalled, auth_lost)")
+    ] = None,
+) -> None:
+    """List installed portals (no secrets are shown)."""
+    from b24bridge.portals import cli as portals_cli
+
+    settings = _settings()
+    _logging(settings)
+    Console().print(asyncio.run(portals_cli.table(settings, status)))
+
+
+@portals_app.command("show")
+def portals_show(member_id: Annotated[str, typer.Argument(help="The portal's member_id")]) -> None:
+    """Show one portal and its recent history (no secrets are shown)."""
+    from b24bridge.portals import cli as portals_cli
+
+    settings = _settings()
+    _logging(settings)
+    found = asyncio.run(portals_cli.detail(settings, member_id))
+    if found is None:
+        _fail(f"no portal {member_id}", 1)
+    Console().print(found)
 
 
 def main() -> None:
