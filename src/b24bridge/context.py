@@ -29,6 +29,13 @@ def _blueprints() -> dict[str, procrastinate.Blueprint]:
     return {"robots": robots}
 
 
+def _worker_defaults() -> dict[str, Any]:
+    """Heartbeat settings that let a dead worker's jobs be found and re-run (see ``robots.tasks``)."""
+    from b24bridge.robots.tasks import WORKER_DEFAULTS
+
+    return dict(WORKER_DEFAULTS)
+
+
 @dataclass
 class Context:
     settings: Settings
@@ -69,7 +76,7 @@ async def open_context(settings: Settings, database: Database | None = None) -> 
             limiter, refresh_lock = RedisLimiter(redis), RedisRefreshLock(redis)
         bitrix = BitrixClient(limiter=limiter, refresh_lock=refresh_lock)
         stack.push_async_callback(bitrix.aclose)
-        jobs = database.procrastinate_app()
+        jobs = database.procrastinate_app(worker_defaults=_worker_defaults())
         for namespace, blueprint in _blueprints().items():
             jobs.add_tasks_from(blueprint, namespace=namespace)
         await stack.enter_async_context(jobs.open_async())

@@ -1,7 +1,49 @@
-"""Jobs that run robot calls (filled in by the robots issue)."""
+"""Jobs that run robot calls, and the sweeper that gives the runs of a dead worker to a live one.
+
+``robots:run`` runs one robot call. Its job is deferred with ``lock=run:<id>`` so one run never executes twice at
+once (procrastinate runs jobs sharing a lock one after another), and retried with exponential backoff only when
+the service raises ``RetryRun`` (a retryable or uncertain portal error); permanent errors end the run at once.
+
+A worker killed mid-run (kill -9, OOM, a lost node) leaves its job in ``doing`` forever as far as procrastinate is
+concerned. Workers send heartbeats (``WORKER_DEFAULTS``); ``robots:retry_stalled`` runs every few seconds in
+whichever worker is alive and hands jobs of workers silent for longer than ``STALLED_AFTER`` back to the queue.
+The re-run is safe: the run counts as repeated, so the robot first looks for what the dead attempt wrote
+(ORIGIN_ID) instead of writing it again.
+"""
 
 from __future__ import annotations
 
 import procrastinate
 
+from b24bridge.context import current
+from b24bridge.observability import get_logger
+
+from .schemas import RetryRun
+
+log = get_logger(__name__)
+
 blueprint = procrastinate.Blueprint()
+
+# Heartbeats every 2 s; a worker silent for 10 s is dead. Frequent enough to re-run a killed worker's robot
+# well within a typical robot timeout, cheap enough (one UPDATE per worker every 2 s).
+WORKER_DEFAULTS: dict[str, float] = {"update_heartbeat_interval": 2.0, "stalled_worker_timeout": 10.0}
+STALLED_AFTER = 10.0
+
+# Waits 3, 5, 9, 17, 33... seconds (1 + 2^(n+1)); the client has already retried each call within its own budget.
+_RETRY = procrastinate.RetryStrategy(max_attempts=8, wait=1, exponential_wait=2, retry_exceptions={RetryRun})
+
+
+@blueprint.task(name="run", retry=_RETRY)
+async def run(run_id: int) -> None:
+    from .service import execute_run
+
+    await execute_run(run_id)
+
+
+@blueprint.periodic(cron="* * * * * */5")
+@blueprint.task(name="retry_stalled", queueing_lock="robots:retry_stalled")
+async def retry_stalled(timestamp: int) -> None:
+    manager = current().jobs.job_manager
+    for job in await manager.get_stalled_jobs(task_name="robots:run", seconds_since_heartbeat=STALLED_AFTER):
+        log.warning("robots.stalled_job_retried", job_id=job.id, run_id=job.task_kwargs.get("run_id"))
+        await manager.retry_job(job)

@@ -1,0 +1,8 @@
+"""The robots b24bridge declares; each module holds one robot's declaration and input rules."""
+
+from __future__ import annotations
+
+from ..registry import Robot
+from .create_contact import CREATE_CONTACT
+
+ROBOTS: tuple[Robot, ...] = (CREATE_CONTACT,)
