@@ -181,6 +181,73 @@ def portals_show(member_id: Annotated[str, typer.Argument(help="The portal's mem
     Console().print(found)
 
 
+# --- robots and runs ----------------------------------------------------------------------------------------------
+
+robots_app = typer.Typer(help="Robots declared by b24bridge and registered in portals.", no_args_is_help=True)
+app.add_typer(robots_app, name="robots")
+runs_app = typer.Typer(help="The run log: every robot call, its outbound calls and outcome.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@robots_app.command("sync")
+def robots_sync(
+    portal: Annotated[str | None, typer.Option(help="Only this portal (member_id) [default: every active one]")] = None,
+) -> None:
+    """Register declared robots in portals: add missing, update changed, delete undeclared (idempotent)."""
+    from b24bridge.robots import cli as robots_cli
+
+    settings = _settings()
+    _logging(settings)
+    report, ok = asyncio.run(robots_cli.sync(settings, portal))
+    Console().print(report)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@robots_app.command("list")
+def robots_list(
+    portal: Annotated[str | None, typer.Option(help="Only this portal (member_id) [default: every active one]")] = None,
+) -> None:
+    """Declared robots versus those registered in each portal."""
+    from b24bridge.robots import cli as robots_cli
+
+    settings = _settings()
+    _logging(settings)
+    Console().print(asyncio.run(robots_cli.states(settings, portal)))
+
+
+@runs_app.command("list")
+def runs_list(
+    portal: Annotated[str | None, typer.Option(help="Only runs of this portal (member_id)")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only runs in this status (queued, running, succeeded, failed, uncertain)")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
+) -> None:
+    """List robot runs, newest first."""
+    from b24bridge.runs import cli as runs_cli
+    from b24bridge.runs.schemas import STATUSES
+
+    if status is not None and status not in STATUSES:
+        _fail(f"--status must be one of {', '.join(STATUSES)}")
+    settings = _settings()
+    _logging(settings)
+    Console().print(asyncio.run(runs_cli.table(settings, portal, status, limit)))
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[int, typer.Argument(help="The run's id")]) -> None:
+    """Show one run: inputs (without secrets), every outbound call, outcome and timestamps."""
+    from b24bridge.runs import cli as runs_cli
+
+    settings = _settings()
+    _logging(settings)
+    found = asyncio.run(runs_cli.detail(settings, run_id))
+    if found is None:
+        _fail(f"no run {run_id}", 1)
+    Console().print(found)
+
+
 def main() -> None:
     try:
         app()

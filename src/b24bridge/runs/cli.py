@@ -1,0 +1,55 @@
+"""What ``b24bridge runs list|show`` print: rich tables of the run log (inputs never hold tokens)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.table import Table
+
+from b24bridge.context import open_context
+from b24bridge.settings import Settings
+
+from . import service
+
+
+def _ts(value: object) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value is not None else ""
+
+
+async def table(settings: Settings, member_id: str | None, status: str | None, limit: int) -> Table:
+    async with open_context(settings):
+        found = await service.list_runs(member_id, status, limit)
+    out = Table("id", "portal", "robot", "workflow", "status", "attempts", "created", "finished", "error")
+    for run in found:
+        out.add_row(
+            str(run.id),
+            run.member_id,
+            run.robot_code,
+            run.workflow_id,
+            run.status,
+            str(run.attempts),
+            _ts(run.created_at),
+            _ts(run.finished_at),
+            (run.error or "")[:80],
+        )
+    return out
+
+
+async def detail(settings: Settings, run_id: int) -> Table | None:
+    async with open_context(settings):
+        found = await service.show_run(run_id)
+    if found is None:
+        return None
+    run, calls = found
+    out = Table("field", "value", title=f"run {run_id}")
+    for name in ("member_id", "robot_code", "workflow_id", "status", "attempts", "error"):
+        out.add_row(name, str(getattr(run, name) or ""))
+    out.add_row("document_id", "/".join(run.document_id))
+    out.add_row("inputs", json.dumps(run.inputs, ensure_ascii=False, indent=1))
+    out.add_row("outcome", json.dumps(run.outcome, ensure_ascii=False) if run.outcome is not None else "")
+    for name in ("created_at", "started_at", "finished_at", "answered_at", "deadline_at"):
+        out.add_row(name, _ts(getattr(run, name)))
+    for call in calls:
+        error = f" {call.error}" if call.error else ""
+        out.add_row(f"call {_ts(call.at)}", f"{call.method} {call.status} {call.duration * 1000:.0f} ms{error}")
+    return out
