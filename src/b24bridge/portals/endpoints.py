@@ -108,5 +108,5 @@ async def _install_event(form: dict[str, Any]) -> Response:
 
 
 def _unauthorised(event: str) -> JSONResponse:
-    log.info("event refused: wrong application token", event=event)
+    log.info("event refused: wrong application token", bitrix_event=event)
     return JSONResponse({"error": "unknown portal or wrong application_token"}, 401)
