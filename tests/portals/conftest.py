@@ -55,6 +55,7 @@ class Bridge:
         self.database_url = database_url
         self.data_dir = data_dir
         self.server: LiveServer | None = None
+        self.public_url = ""
         self.app: dict[str, Any] = {}
         self.app_options = app
 
@@ -66,7 +67,7 @@ class Bridge:
             "app_client_id": self.app.get("client_id"),
             "app_client_secret": self.app.get("client_secret"),
             "oauth_server": self.sandbox.base_url,
-            "public_url": base or self.base_url,
+            "public_url": base or self.public_url,
             "encryption_keys": KEY,
             "worker_in_process": False,
         }
@@ -89,6 +90,7 @@ class Bridge:
             return create_app(self.settings(port))
 
         self.server = LiveServer(factory)
+        self.public_url = self.server.base_url
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
         return self
 
