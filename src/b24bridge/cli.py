@@ -30,7 +30,7 @@ class Plan(StrEnum):
 def _fail(message: str, code: int = 2) -> NoReturn:
     # Plain output without rich markup: messages contain brackets (``auth[...]``) and are meant to be
     # copied into a shell or a ticket as they are.
-    err.print(message, markup=False, highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

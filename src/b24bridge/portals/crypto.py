@@ -43,7 +43,8 @@ class DecryptError(Exception):
 
 
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # validate=True: stray characters are an error, not silently dropped (a mangled key must not half-work).
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def _b64encode(data: bytes) -> str:
