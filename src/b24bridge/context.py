@@ -24,9 +24,9 @@ log = get_logger(__name__)
 
 def _blueprints() -> dict[str, procrastinate.Blueprint]:
     """Job definitions by namespace; imported late so that domain packages may import this module."""
-    from b24bridge.robots.tasks import blueprint as robots
+    from b24bridge.robots.tasks import build_blueprint as robots
 
-    return {"robots": robots}
+    return {"robots": robots()}
 
 
 def _worker_defaults() -> dict[str, Any]:

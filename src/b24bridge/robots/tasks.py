@@ -22,8 +22,6 @@ from .schemas import RetryRun
 
 log = get_logger(__name__)
 
-blueprint = procrastinate.Blueprint()
-
 # Heartbeats every 2 s; a worker silent for 10 s is dead. Frequent enough to re-run a killed worker's robot
 # well within a typical robot timeout, cheap enough (one UPDATE per worker every 2 s).
 WORKER_DEFAULTS: dict[str, float] = {"update_heartbeat_interval": 2.0, "stalled_worker_timeout": 10.0}
@@ -33,17 +31,25 @@ STALLED_AFTER = 10.0
 _RETRY = procrastinate.RetryStrategy(max_attempts=8, wait=1, exponential_wait=2, retry_exceptions={RetryRun})
 
 
-@blueprint.task(name="run", retry=_RETRY)
 async def run(run_id: int) -> None:
     from .service import execute_run
 
     await execute_run(run_id)
 
 
-@blueprint.periodic(cron="* * * * * */5")
-@blueprint.task(name="retry_stalled", queueing_lock="robots:retry_stalled")
 async def retry_stalled(timestamp: int) -> None:
     manager = current().jobs.job_manager
     for job in await manager.get_stalled_jobs(task_name="robots:run", seconds_since_heartbeat=STALLED_AFTER):
         log.warning("robots.stalled_job_retried", job_id=job.id, run_id=job.task_kwargs.get("run_id"))
         await manager.retry_job(job)
+
+
+def build_blueprint() -> procrastinate.Blueprint:
+    """A new blueprint for each procrastinate App: adding one to an App renames and binds its tasks in place,
+    so a shared blueprint would break the second service context of a process (tests, embedding callers)."""
+    blueprint = procrastinate.Blueprint()
+    blueprint.task(name="run", retry=_RETRY)(run)
+    blueprint.periodic(cron="* * * * * */5")(
+        blueprint.task(name="retry_stalled", queueing_lock="robots:retry_stalled")(retry_stalled)
+    )
+    return blueprint

@@ -118,8 +118,7 @@ CREATE_CONTACT = Robot(
         "reuse_existing": Property(
             "Reuse a contact with the same phone or e-mail",
             "Использовать существующий контакт с тем же телефоном или e-mail",
-            type="select",
-            options={"Y": "Yes", "N": "No"},
+            type="bool",
             default="N",
         ),
     },
