@@ -116,3 +116,32 @@ def test_install_page_in_frame(bridge_factory: Any) -> None:
         assert secret not in dump_text(bridge.database_url)
     answer = bridge.http.post("/install/page?DOMAIN=x.example.com", data={"AUTH_ID": "a"})
     assert answer.status_code == 400 and "REFRESH_ID" in answer.text
+
+
+def test_cli_lists_and_shows_portals_without_secrets(bridge: Bridge) -> None:
+    import os
+    import subprocess
+    import sys
+
+    auth = _install_payload(bridge.install())["auth"]
+    bridge.wait_bound()
+    [row] = rows(bridge.database_url, "SELECT * FROM portals")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("B24BRIDGE_")}
+    env |= {"B24BRIDGE_DATABASE_URL": bridge.database_url, "B24BRIDGE_ENCRYPTION_KEYS": KEY, "COLUMNS": "200"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "b24bridge.cli", "portals", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    listed = run("list")
+    assert listed.returncode == 0, listed.stderr
+    assert auth["member_id"] in listed.stdout and "active" in listed.stdout
+    shown = run("show", auth["member_id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "stored (encrypted)" in shown.stdout and "installed" in shown.stdout
+    for secret in (auth["access_token"], auth["refresh_token"], auth["application_token"]):
+        assert secret not in listed.stdout + shown.stdout
+    for column in ("access_token_enc", "refresh_token_enc", "application_token_hash"):
+        assert row[column] not in shown.stdout
+    missing = run("show", "nobody")
+    assert missing.returncode == 1 and "no portal nobody" in missing.stderr
