@@ -1,0 +1,283 @@
+"""Robot throughput: N robot calls fired by the sandbox (cloud limits) into b24bridge, auto-batched vs one request each.
+
+    .venv/bin/python bench/robot_throughput.py [--runs 2000] [--fire-seconds 10] [--concurrency 200]
+                                               [--baseline-seconds 90] [--timeout 300]
+
+The sandbox runs as its own process (``b24bridge sandbox``, cloud plan, limits on); b24bridge (API + in-process
+worker) runs in this process on uvicorn. Per phase: fresh sandbox state and database, install, robot synced, an
+automation rule on a deal stage, N deals created (limits off), limits on, then the N deals moved into the stage
+evenly over ``--fire-seconds``. Each move starts a workflow whose robot call reaches ``POST /robots/{code}``; each
+run costs two REST commands (crm.contact.add + bizproc.event.send). Timing comes from the sandbox's workflow
+records: started (robot call queued) to finished (``bizproc.event.send`` received).
+
+The baseline phase is the same workload through a client with auto-batching off: one HTTP request per command.
+At 2 requests/s it would need ~(2N - 50)/2 s to finish, so it is stopped after ``--baseline-seconds`` and its
+rate measured over that window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+BURST, DRAIN, PER_BATCH, CALLS_PER_RUN = 50, 2.0, 50, 2  # cloud plan (REFERENCE 2.1); contact.add + event.send
+STAGE = "PREPARATION"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bound_seconds(runs: int, commands_per_request: int) -> float:
+    """Least time for ``runs`` runs: requests allowed by t are BURST + DRAIN*t, each carrying that many commands."""
+    requests = runs * CALLS_PER_RUN / commands_per_request
+    return max(0.0, (requests - BURST) / DRAIN)
+
+
+class Sandbox:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "b24bridge.cli", "sandbox", "--port", str(self.port), "--plan", "cloud"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+        for _ in range(200):
+            try:
+                self.info = self.control("GET", "/_sandbox/")
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("sandbox did not start")
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        answer = self.http.request(method, path, json=body)
+        answer.raise_for_status()
+        return answer.json()
+
+    def rest(self, method: str, params: dict[str, Any]) -> Any:
+        answer = self.http.post(f"{self.info['webhooks'][0]['url']}{method}", json=params)
+        answer.raise_for_status()
+        return answer.json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Bridge:
+    """b24bridge on uvicorn in a thread of its own (its own event loop, API and worker)."""
+
+    def __init__(self, settings: Any) -> None:
+        from b24bridge.app import create_app
+
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=settings.port, log_config=None, access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def make_database(admin_url: str) -> str:
+    import psycopg
+    from psycopg import sql
+
+    name = f"b24bridge_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+
+
+async def fire(sandbox_url: str, deal_ids: list[int], seconds: float) -> float:
+    """Move the deals into the stage evenly over ``seconds``; returns when the last move was answered."""
+    async with httpx.AsyncClient(base_url=sandbox_url, timeout=60, limits=httpx.Limits(max_connections=64)) as http:
+        start = time.perf_counter()
+        step = seconds / max(1, len(deal_ids))
+
+        async def one(i: int, deal_id: int) -> None:
+            await asyncio.sleep(max(0.0, start + i * step - time.perf_counter()))
+            answer = await http.post(f"/_sandbox/deals/{deal_id}/stage", json={"stage_id": STAGE})
+            answer.raise_for_status()
+
+        await asyncio.gather(*(one(i, d) for i, d in enumerate(deal_ids)))
+        return time.perf_counter() - start
+
+
+def phase(name: str, sandbox: Sandbox, admin_url: str, args: argparse.Namespace, batched: bool) -> dict[str, Any]:
+    import psycopg
+
+    from b24bridge import context
+    from b24bridge.bitrix import BatchSettings, BitrixClient
+    from b24bridge.portals import crypto
+    from b24bridge.robots.definitions.create_contact import CODE
+    from b24bridge.settings import Settings
+
+    sandbox.control("POST", "/_sandbox/reset")
+    sandbox.control("POST", "/_sandbox/config", {"limits_enabled": False})
+    sandbox.info = sandbox.control("GET", "/_sandbox/")  # a reset issues a new webhook
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    app = sandbox.control(
+        "POST",
+        "/_sandbox/apps",
+        {
+            "name": "b24bridge",
+            "scopes": ["crm", "bizproc", "user"],
+            "install_url": f"{public}/install",
+            "api_only": True,
+        },
+    )
+    database_url = make_database(admin_url)
+    settings = Settings(
+        database_url=database_url,
+        data_dir=Path(tempfile.mkdtemp(prefix="b24bench-")),
+        port=port,
+        public_url=public,
+        app_client_id=app["client_id"],
+        app_client_secret=app["client_secret"],
+        oauth_server=sandbox.url,
+        encryption_keys="k1:" + crypto.new_key(),
+        worker_concurrency=args.concurrency,
+        log_level="ERROR",
+    )
+    original = context.BitrixClient
+    if not batched:
+        # The one-request-per-command handler: the same service with the client's auto-batching off.
+        context.BitrixClient = lambda **kw: BitrixClient(batching=BatchSettings(enabled=False), **kw)  # type: ignore[misc,assignment]
+    bridge = Bridge(settings)
+    try:
+        sandbox.control("POST", f"/_sandbox/apps/{app['client_id']}/install")
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for _ in range(400):
+                if conn.execute("SELECT 1 FROM robot_registrations WHERE code = %s", (CODE,)).fetchone():
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("robot not registered after install")
+        props = {"first_name": "Ann", "last_name": "Lee", "phone": "+15551234567", "email": "ann@example.com"}
+        sandbox.control(
+            "POST",
+            "/_sandbox/automation/rules",
+            {"stage_id": STAGE, "client_id": app["client_id"], "robot_code": CODE, "properties": props},
+        )
+        deal_ids: list[int] = []
+        while len(deal_ids) < args.runs:
+            n = min(50, args.runs - len(deal_ids))
+            cmd = {f"d{i}": "crm.deal.add?fields[TITLE]=Bench&fields[STAGE_ID]=NEW" for i in range(n)}
+            deal_ids += [int(v) for v in sandbox.rest("batch", {"cmd": cmd})["result"]["result"].values()]
+        time.sleep(2)  # let the setup's few requests drain from the bucket
+        sandbox.control("POST", "/_sandbox/config", {"limits_enabled": True})
+        began = time.time()
+        fired = asyncio.run(fire(sandbox.url, deal_ids, args.fire_seconds))
+        cap = args.timeout if batched else args.baseline_seconds
+        while time.time() - began < cap:
+            running = sandbox.control("GET", "/_sandbox/workflows?status=running")["total"]
+            if running == 0:
+                break
+            time.sleep(0.5)
+        elapsed = time.time() - began
+        workflows = sandbox.control("GET", "/_sandbox/workflows")["workflows"]
+        limits = sandbox.control("GET", "/_sandbox/limits")
+    finally:
+        bridge.stop()
+        context.BitrixClient = original  # type: ignore[misc]
+    done = [w for w in workflows if w["status"] == "completed" and w["return_values"].get("contact_id")]
+    first = min(w["started_at"] for w in workflows)
+    last = max((w["finished_at"] for w in done), default=first)
+    latencies = sorted(w["finished_at"] - w["started_at"] for w in done)
+    window = (last - first) if len(done) == len(workflows) else elapsed
+    return {
+        "phase": name,
+        "runs": len(workflows),
+        "completed": len(done),
+        "fired_in_s": round(fired, 2),
+        "window_s": round(window, 2),
+        "contacts_per_s": round(len(done) / window, 2) if window > 0 else 0.0,
+        "p50_s": round(statistics.median(latencies), 2) if latencies else None,
+        "p99_s": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 2) if latencies else None,
+        "refused": limits.get("refused", limits.get("refusals")),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--fire-seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=200, help="worker concurrency (jobs at once)")
+    parser.add_argument("--baseline-seconds", type=float, default=90.0)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--database-url", default=os.environ.get("B24BRIDGE_TEST_DATABASE_URL"))
+    args = parser.parse_args()
+
+    from b24bridge.db import EmbeddedPostgres, libpq_url
+    from b24bridge.observability import configure_logging
+
+    configure_logging("ERROR", "json")
+    embedded = None
+    if args.database_url:
+        admin_url = libpq_url(args.database_url)
+    else:
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="b24bench-pg-")) / "pg")
+        admin_url = embedded.start()
+    sandbox = Sandbox()
+    try:
+        batched = phase("auto-batched", sandbox, admin_url, args, batched=True)
+        baseline = phase("one request per command", sandbox, admin_url, args, batched=False)
+    finally:
+        sandbox.stop()
+        if embedded is not None:
+            embedded.stop()
+
+    n = args.runs
+    bound_batched = n / max(bound_seconds(n, PER_BATCH), args.fire_seconds)
+    # The baseline is cut short: its bound is what the limits allow within the window it was measured over.
+    window = baseline["window_s"] or 1.0
+    bound_single = min(n, (BURST + DRAIN * window) / CALLS_PER_RUN) / window
+    print(f"machine: {platform.platform()}, python {platform.python_version()}, {os.cpu_count()} CPUs")
+    print(f"workload: {n} robot calls fired in {args.fire_seconds:g} s, cloud limits (burst {BURST}, {DRAIN:g} req/s)")
+    for result, bound, steady in (
+        (batched, bound_batched, DRAIN * PER_BATCH / CALLS_PER_RUN),
+        (baseline, bound_single, DRAIN / CALLS_PER_RUN),
+    ):
+        print(json.dumps(result))
+        ratio = result["contacts_per_s"] / bound if bound else 0.0
+        print(
+            f"  {result['phase']}: {result['completed']}/{result['runs']} contacts in {result['window_s']} s ="
+            f" {result['contacts_per_s']} contacts/s; bound {bound:.2f}/s (steady state {steady:g}/s after the"
+            f" burst) -> {ratio:.0%} of the bound; robot call -> event.send p50 {result['p50_s']} s,"
+            f" p99 {result['p99_s']} s"
+        )
+    if baseline["contacts_per_s"]:
+        print(f"auto-batched / one-request-per-command: {batched['contacts_per_s'] / baseline['contacts_per_s']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
