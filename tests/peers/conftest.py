@@ -153,7 +153,13 @@ class PeerSandbox(LiveSandbox):
         """
         created = self.http.post(
             "/_sandbox/apps",
-            json={"name": "peer", "api_only": True, "install_url": receiver.url("/install"), "scopes": ["crm", "user"]},
+            json={
+                "name": "peer",
+                "api_only": True,
+                "install_url": receiver.url("/install"),
+                "redirect_url": receiver.url("/oauth/callback"),
+                "scopes": ["crm", "user"],
+            },
         )
         if created.status_code == 404:
             pytest.skip("TEMPORARY: the sandbox's app control API (POST /_sandbox/apps) has not landed yet")
@@ -222,3 +228,10 @@ def _peer_sandbox() -> Iterator[PeerSandbox]:
 def peer(_peer_sandbox: PeerSandbox) -> PeerSandbox:
     """A freshly reset portal (limits off, empty recorder)."""
     return _peer_sandbox.fresh()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    yield rec
+    rec.stop()

@@ -12,6 +12,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from b24pysdk import BitrixApp, BitrixToken, BitrixWebhook
@@ -105,13 +106,6 @@ def test_list_of_120_contacts_through_pagination_helpers(sdk: PeerSandbox) -> No
     assert sdk.recorder.rest(agent=AGENT)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.stop()
-
-
 def test_oauth_expired_token_is_refreshed_through_the_sandbox_oauth_server(
     sdk: PeerSandbox, receiver: Receiver
 ) -> None:
@@ -150,6 +144,33 @@ def test_oauth_expired_token_is_refreshed_through_the_sandbox_oauth_server(
     assert client.user.current().result["ID"] == auth["user_id"]
 
 
+def test_oauth_authorization_code_exchange(sdk: PeerSandbox, receiver: Receiver) -> None:
+    """The browser leg by hand (GET /oauth/authorize/ → 302 with ?code=), then the SDK's own code exchange."""
+    auth = sdk.install_app(receiver)
+    redirect = sdk.http.get("/oauth/authorize/", params={"client_id": auth["client_id"], "state": "s1"})
+    assert redirect.status_code == 302
+    query = dict(parse_qsl(urlsplit(redirect.headers["location"]).query))
+    assert query["state"] == "s1"
+    app = BitrixApp(client_id=auth["client_id"], client_secret=auth["client_secret"])
+
+    renewed = app.get_oauth_token(query["code"])
+
+    assert renewed.oauth_token.access_token not in (auth["access_token"], "")
+    assert renewed.oauth_token.refresh_token
+    assert renewed.oauth_token.expires is not None
+    token = BitrixToken(
+        domain=sdk.domain,
+        auth_token=renewed.oauth_token.access_token,
+        refresh_token=renewed.oauth_token.refresh_token,
+        expires=renewed.oauth_token.expires,
+        bitrix_app=app,
+    )
+    assert token.get_client().user.current().result["ID"] == "1"
+    # The code is single-use.
+    with pytest.raises(BitrixOAuthInvalidGrant):
+        app.get_oauth_token(query["code"])
+
+
 def _add_contacts_sequentially(client: Any, count: int, prefix: str) -> tuple[list[int], list[Exception]]:
     ids: list[int] = []
     failures: list[Exception] = []
@@ -178,11 +199,12 @@ def test_at_the_cloud_limit_sequential_calls_survive_on_the_1s_backoff(sdk: Peer
     assert len([h for h in hits if h.status == 200]) == count
     assert len(refused) >= 1, "past the burst of 50 the portal must have refused something"
     assert len(hits) == count + len(refused)
-    # Every refusal was answered by a retry about 1 s later (never the 2 s step: the drain of 2/s frees a slot).
+    # Every refusal was answered by the first retry, 1 s later, and that retry was admitted (1 s of drain at 2/s
+    # frees a slot), so the 2 s step never came into play. Lower bounds only: a loaded machine only adds delay.
     for before, after in itertools.pairwise(hits):
         if before.status == 503:
-            assert 0.95 <= after.at - before.at < 1.5, after.at - before.at
             assert after.status == 200
+            assert after.at - before.at >= 0.95, after.at - before.at
     assert elapsed >= len(refused) * 0.95
     # What the portal holds: exactly one contact per successful call, nothing lost, nothing doubled.
     stored = sdk.contacts()
@@ -208,9 +230,9 @@ def test_at_the_cloud_limit_the_sdk_gives_up_after_three_attempts(sdk: PeerSandb
     hits = sdk.recorder.rest(agent=AGENT)
     assert [(h.method, h.status) for h in hits] == [("crm.contact.add", 503)] * DEFAULT_MAX_RETRIES
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(hits)]
-    assert 0.95 <= gaps[0] < 1.5
-    assert 1.95 <= gaps[1] < 2.5
-    assert 2.9 <= elapsed < 4.0
+    assert 0.95 <= gaps[0] < 1.9, gaps
+    assert 1.95 <= gaps[1] < 3.5, gaps
+    assert 2.9 <= elapsed < 6.0
     assert sdk.contacts() == []  # a refused request never reaches the method
 
 

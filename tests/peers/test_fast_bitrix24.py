@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -118,13 +117,6 @@ def test_get_all_of_120_contacts(peer: PeerSandbox) -> None:
     assert [h.method for h in peer.recorder.rest(agent=AGENT)] == ["crm.contact.list", "batch"]
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.stop()
-
-
 def test_oauth_refresh_is_left_to_token_func(peer: PeerSandbox, receiver: Receiver) -> None:
     """No built-in refresh: on a 401 the library awaits ``token_func`` again and repeats the call."""
     auth = peer.install_app(receiver)
@@ -226,11 +218,13 @@ def test_one_sync_client_shared_by_threads_breaks(peer: PeerSandbox) -> None:
 
     failed = {name for name, value in results if isinstance(value, RuntimeError)}
     returned = {name: value for name, value in results if not isinstance(value, RuntimeError)}
-    assert failed, "observed behaviour: calls from other threads fail"
+    assert failed, f"observed behaviour: calls from other threads fail; got {results}"
     stored = {c["NAME"]: int(c["ID"]) for c in peer.contacts()}
-    # Whatever returned an ID was created once; the failed calls created nothing (never reached the portal).
-    assert stored == returned
-    assert len([h for h in peer.recorder.rest(agent=AGENT) if h.status == 200]) == len(returned)
+    # Whatever returned an ID was created exactly once. A call that raised may still have been executed (the error
+    # can come after the answer, e.g. "Event loop is closed"): the caller cannot tell.
+    assert {name: stored.get(name) for name in returned} == returned, results
+    assert set(stored) - set(returned) <= failed
+    assert len([h for h in peer.recorder.rest(agent=AGENT) if h.status == 200]) == len(stored)
 
 
 # --- at the rate limit (faithful cloud values: burst 50, drain 2/s) --------------------------------------------
