@@ -125,6 +125,8 @@ class AutoBatcher:
                     continue
                 allowance[item.method] = left - 1
             items.append(item)
+            # Counted now, not when the request starts, so the next batch already sees these calls in flight.
+            limiter.started(portal.key, item.method)
         self._queue.extendleft(reversed(held))
         return items
 

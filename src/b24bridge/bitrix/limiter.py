@@ -88,6 +88,8 @@ class _Operating:
     blocked_until: float = 0.0
     in_flight: int = 0
     avg_cost: float = 0.0
+    # Until one call of the method has come back we know nothing of its cost: that call goes alone.
+    probed: bool = False
 
     def _projected(self) -> float:
         return self.used + self.in_flight * self.avg_cost
@@ -99,6 +101,8 @@ class _Operating:
     def delay(self, now: float, limit: float) -> float:
         if self.blocked_until > now:
             return self.blocked_until - now
+        if not self.probed and self.in_flight:
+            return 0.05
         if self._stale(now, limit):
             return 0.0 if self.in_flight == 0 else 0.05  # one probe at a time
         if self._projected() > limit and self.reset_at is not None:
@@ -174,6 +178,7 @@ class MemoryLimiter:
     def finished(self, portal: str, method: str) -> None:
         op = self.state_of(portal, method)
         op.in_flight = max(0, op.in_flight - 1)
+        op.probed = True
 
 
 async def wait_for_slot(limiter: Limiter, portal: str, limits: Limits) -> float:

@@ -145,39 +145,37 @@ class Portal:
     ) -> Answer:
         """Send one HTTP request for ``method`` until it succeeds or fails for good.
 
-        ``reserved`` means the caller already holds a request slot from the limiter for the first attempt.
+        ``reserved`` means the caller (the auto-batcher) already did the first attempt's bookkeeping: it holds a
+        request slot from the limiter, checked the operating-time budgets and counted the calls as in flight.
         """
         limiter, policy = self.client.limiter, self.client.retry
-        budget_methods = list(dict.fromkeys(sub_methods)) or [method]
+        calls = list(sub_methods) or [method]
+        budget_methods = list(dict.fromkeys(calls))
         began = time.monotonic()
         attempt = refreshes = 0
+        counted = reserved
         while True:
-            if self.auth_lost is not None:
-                raise self.auth_lost
-            waited = 0.0
-            for name in budget_methods:
-                delay = await limiter.method_delay(self.key, name, self.limits)
-                if delay > 0:
-                    waited += delay
-                    await asyncio.sleep(delay)
-            if not reserved:
-                waited += await wait_for_slot(limiter, self.key, self.limits)
-            reserved = False
-            metrics.LIMITER_WAIT.labels(self.key).observe(waited)
-            token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
-            body = dict(params or {})
-            if token is not None:
-                body["auth"] = token
-            for name in budget_methods:
-                limiter.started(self.key, name)
             try:
-                answer = await self._post(method, body, idempotent=idempotent, commands=len(sub_methods) or 1)
+                if not counted:
+                    await self._admit(budget_methods)
+                    for name in calls:
+                        limiter.started(self.key, name)
+                counted = False
+                if self.auth_lost is not None:
+                    raise self.auth_lost
+                token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
+                body = dict(params or {})
+                if token is not None:
+                    body["auth"] = token
+                answer = await self._post(method, body, idempotent=idempotent, commands=len(calls))
             except errors.ExpiredTokenError:
                 refreshes += 1
                 if refreshes > 3 or token is None:
                     raise
                 await self.refresh(token)
                 continue
+            except errors.AuthLostError:
+                raise
             except BitrixError as exc:
                 attempt += 1
                 await self._note_refusal(exc, budget_methods)
@@ -192,10 +190,23 @@ class Portal:
                 await asyncio.sleep(delay)
                 continue
             finally:
-                for name in budget_methods:
-                    limiter.finished(self.key, name)
+                if not counted:  # this attempt's calls are no longer in flight
+                    for name in calls:
+                        limiter.finished(self.key, name)
             await self._note_operating(method, answer.time)
             return answer
+
+    async def _admit(self, methods: Sequence[str]) -> None:
+        """Wait for every method's operating-time budget, then for a request slot."""
+        limiter = self.client.limiter
+        waited = 0.0
+        for name in methods:
+            delay = await limiter.method_delay(self.key, name, self.limits)
+            if delay > 0:
+                waited += delay
+                await asyncio.sleep(delay)
+        waited += await wait_for_slot(limiter, self.key, self.limits)
+        metrics.LIMITER_WAIT.labels(self.key).observe(waited)
 
     async def _note_refusal(self, exc: BitrixError, methods: Sequence[str]) -> None:
         if isinstance(exc, errors.QueryLimitError):
