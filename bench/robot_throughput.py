@@ -205,6 +205,11 @@ def phase(name: str, sandbox: Sandbox, admin_url: str, args: argparse.Namespace,
             time.sleep(0.5)
         elapsed = time.time() - began
         workflows = sandbox.control("GET", "/_sandbox/workflows")["workflows"]
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM run_calls WHERE method = 'crm.contact.add' AND status = 'ok'"
+            ).fetchone()
+            created = int(row[0]) if row else 0
         limits = sandbox.control("GET", "/_sandbox/limits")
     finally:
         bridge.stop()
@@ -220,7 +225,9 @@ def phase(name: str, sandbox: Sandbox, admin_url: str, args: argparse.Namespace,
         "completed": len(done),
         "fired_in_s": round(fired, 2),
         "window_s": round(window, 2),
-        "contacts_per_s": round(len(done) / window, 2) if window > 0 else 0.0,
+        "contacts_created": created,
+        "contacts_per_s": round(created / window, 2) if window > 0 else 0.0,
+        "answered_per_s": round(len(done) / window, 2) if window > 0 else 0.0,
         "p50_s": round(statistics.median(latencies), 2) if latencies else None,
         "p99_s": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 2) if latencies else None,
         "refused": limits.get("refused", limits.get("refusals")),
@@ -270,8 +277,10 @@ def main() -> None:
         print(json.dumps(result))
         ratio = result["contacts_per_s"] / bound if bound else 0.0
         print(
-            f"  {result['phase']}: {result['completed']}/{result['runs']} contacts in {result['window_s']} s ="
-            f" {result['contacts_per_s']} contacts/s; bound {bound:.2f}/s (steady state {steady:g}/s after the"
+            f"  {result['phase']}: {result['contacts_created']} contacts created,"
+            f" {result['completed']}/{result['runs']} workflows answered in {result['window_s']} s"
+            f" = {result['contacts_per_s']} contacts/s,"
+            f" {result['answered_per_s']} answered/s; bound {bound:.2f}/s (steady state {steady:g}/s after the"
             f" burst) -> {ratio:.0%} of the bound; robot call -> event.send p50 {result['p50_s']} s,"
             f" p99 {result['p99_s']} s"
         )
