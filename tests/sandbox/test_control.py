@@ -32,6 +32,15 @@ def test_info(sandbox: LiveSandbox) -> None:
     assert info["config"]["limits_enabled"] is False
 
 
+def test_crm_counts(sandbox: LiveSandbox) -> None:
+    # What a portal really holds, read without touching its limits (bench/client_throughput.py counts with it).
+    before = sandbox.control("GET", "/_sandbox/crm/counts")["counts"]
+    for name in ("Ann", "Bob"):
+        assert sandbox.call("crm.contact.add", {"fields": {"NAME": name}}).status_code == 200
+    after = sandbox.control("GET", "/_sandbox/crm/counts")["counts"]
+    assert after["CONTACT"] == before.get("CONTACT", 0) + 2
+
+
 def test_reset_returns_the_portal_to_its_start(sandbox: LiveSandbox) -> None:
     old_hook = sandbox.webhook_url
     extra = sandbox.control("POST", "/_sandbox/webhooks", {"user_id": 1, "scopes": ["user"]})

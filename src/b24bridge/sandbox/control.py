@@ -181,6 +181,13 @@ async def limits_state(request: Request) -> Response:
 
 
 @control
+async def crm_counts(request: Request) -> Response:
+    """How many records of each CRM entity the portal holds: what was really created, free of any limit."""
+    crm = portal(request).world.crm
+    return reply({"counts": {entity: len(records) for entity, records in crm.items()}})
+
+
+@control
 async def create_user(request: Request) -> Response:
     sandbox = portal(request)
     data = await body_of(request)
@@ -295,6 +302,7 @@ routes: list[BaseRoute] = [
     Route("/_sandbox/reset", reset, methods=["POST"]),
     Route("/_sandbox/config", configure, methods=["POST"]),
     Route("/_sandbox/limits", limits_state, methods=["GET"]),
+    Route("/_sandbox/crm/counts", crm_counts, methods=["GET"]),
     Route("/_sandbox/users", create_user, methods=["POST"]),
     Route("/_sandbox/webhooks", create_webhook, methods=["POST"]),
     Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
