@@ -41,18 +41,14 @@ async def refresh_tokens(http: httpx.AsyncClient, auth: OAuthAuth, portal: str) 
     description = str(body.get("error_description") or "") if isinstance(body, dict) else ""
     metrics.REFRESHES.labels(portal, code or "error").inc()
     log.warning("bitrix.token_refresh_failed", portal=portal, status=response.status_code, code=code)
+    error_class: type[errors.BitrixError] = errors.TokenRefreshError
+    message = f"OAuth server answered HTTP {response.status_code}"
     if code in ("invalid_grant", "invalid_client", "PAYMENT_REQUIRED") or response.status_code in (400, 401):
-        raise errors.AuthLostError(
-            f"portal authorisation lost ({code or response.status_code}): reinstall or re-authorise the application",
-            method="oauth.token",
-            code=code,
-            description=description,
-            status=response.status_code,
-            body=response.text,
-            portal=portal,
-        )
-    raise errors.TokenRefreshError(
-        f"OAuth server answered HTTP {response.status_code}",
+        error_class = errors.AuthLostError
+        reason = code or response.status_code
+        message = f"portal authorisation lost ({reason}): reinstall or re-authorise the application"
+    raise error_class(
+        message,
         method="oauth.token",
         code=code,
         description=description,
