@@ -62,7 +62,8 @@ class AutoBatcher:
                     if not ready:
                         self._slots.release()
                         continue
-                    await wait_for_slot(self.portal.client.limiter, self.portal.key, self.portal.limits)
+                    waited = await wait_for_slot(self.portal.client.limiter, self.portal.key, self.portal.limits)
+                    metrics.LIMITER_WAIT.labels(self.portal.key).observe(waited)
                     items = await self._take()
                 except BaseException:
                     self._slots.release()

@@ -87,11 +87,18 @@ class Portal:
 
         method = method.lower()
         safe = is_idempotent(method) if idempotent is None else idempotent
-        if self.client.batching.enabled and method not in NOT_BATCHABLE:
-            if self._batcher is None:
-                self._batcher = AutoBatcher(self, self.client.batching)
-            return await self._batcher.submit(method, params, safe)
-        return (await self.request(method, params, idempotent=safe)).result
+        try:
+            if self.client.batching.enabled and method not in NOT_BATCHABLE:
+                if self._batcher is None:
+                    self._batcher = AutoBatcher(self, self.client.batching)
+                result = await self._batcher.submit(method, params, safe)
+            else:
+                result = (await self.execute(method, params, idempotent=safe)).result
+        except BitrixError as exc:
+            metrics.CALLS.labels(self.key, method, exc.retry.value).inc()
+            raise
+        metrics.CALLS.labels(self.key, method, "ok").inc()
+        return result
 
     async def request(self, method: str, params: Params = None, *, idempotent: bool | None = None) -> Answer:
         """One method in one HTTP request of its own (no auto-batching), with limits and retries."""
