@@ -33,7 +33,8 @@ def sdk(peer: PeerSandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[PeerSand
     """Point b24pysdk's hard-coded https portal URL and OAuth server at the sandbox."""
     monkeypatch.setattr(_MethodCaller, "_base_url", property(lambda self: f"http://{self._domain}/rest"))
     monkeypatch.setattr(BitrixOAuthRequester, "_OAUTH_TOKEN_URL", f"{peer.base_url}/oauth/token/")
-    monkeypatch.setattr(BitrixOAuthRequester, "_APP_INFO_URL", f"{peer.base_url}/rest/app.info/")
+    # The OAuth server's REST (oauth.bitrix.info/rest/) is the sandbox's server_endpoint, {base}/oauth/rest/.
+    monkeypatch.setattr(BitrixOAuthRequester, "_APP_INFO_URL", f"{peer.base_url}/oauth/rest/app.info/")
     yield peer
 
 
@@ -236,13 +237,6 @@ def test_at_the_cloud_limit_the_sdk_gives_up_after_three_attempts(sdk: PeerSandb
     assert sdk.contacts() == []  # a refused request never reaches the method
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="SANDBOX GAP: the OAuth server's own GET {server_endpoint}app.info/ (oauth.bitrix.info/rest/app.info/) "
-    "answers {client_id, scope, expires, install{...}, user_id}; the sandbox's server_endpoint is its portal /rest/, "
-    "whose app.info has the portal shape {ID, CODE, VERSION, STATUS, INSTALLED, ...}. See docs/peers.md.",
-)
 def test_oauth_server_app_info(sdk: PeerSandbox, receiver: Receiver) -> None:
     auth = sdk.install_app(receiver)
     app = BitrixApp(client_id=auth["client_id"], client_secret=auth["client_secret"])
@@ -251,3 +245,5 @@ def test_oauth_server_app_info(sdk: PeerSandbox, receiver: Receiver) -> None:
     assert info.client_id == auth["client_id"]
     assert info.install.installed is True
     assert str(info.user_id) == auth["user_id"]
+    assert (info.install.member_id, info.install.domain) == (auth["member_id"], sdk.domain)
+    assert info.scope == ["crm", "user"]

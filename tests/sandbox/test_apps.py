@@ -97,6 +97,7 @@ def test_api_only_install_posts_onappinstall_form(sandbox: LiveSandbox, receiver
     assert fields["auth[expires_in]"] == "3600"
     assert fields["auth[member_id]"] == sandbox.info["member_id"]
     assert fields["auth[client_endpoint]"] == f"{sandbox.base_url}/rest/"
+    assert fields["auth[server_endpoint]"] == f"{sandbox.base_url}/oauth/rest/"
     assert re.fullmatch(r"[0-9a-f]{32}", fields["auth[application_token]"])
     info = rest(sandbox, "app.info", fields["auth[access_token]"]).json()["result"]
     assert info["INSTALLED"] is True
@@ -169,7 +170,7 @@ def test_uninstall_posts_onappuninstall_and_revokes_everything(sandbox: LiveSand
         ("data[CLEAN]", "1"),
         ("ts", request["form"][4][1]),
         ("auth[domain]", urlsplit(sandbox.base_url).netloc),
-        ("auth[server_endpoint]", f"{sandbox.base_url}/rest/"),
+        ("auth[server_endpoint]", f"{sandbox.base_url}/oauth/rest/"),
         ("auth[client_endpoint]", f"{sandbox.base_url}/rest/"),
         ("auth[member_id]", sandbox.info["member_id"]),
         ("auth[application_token]", installed["auth[application_token]"]),

@@ -24,6 +24,7 @@ def test_info(sandbox: LiveSandbox) -> None:
     info = sandbox.info
     assert info["base_url"] == f"http://127.0.0.1:{sandbox.port}"
     assert info["client_endpoint"] == f"{info['base_url']}/rest/"
+    assert info["server_endpoint"] == f"{info['base_url']}/oauth/rest/"
     assert re.fullmatch(r"[0-9a-f]{32}", info["member_id"])
     assert [u["id"] for u in info["users"]] == [1, 2]
     assert len(info["webhooks"]) == 1

@@ -7,6 +7,7 @@ Driven like a real app would: register and install through the control API, send
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -74,6 +75,7 @@ def test_authorization_code_flow(sandbox: LiveSandbox, receiver: Receiver) -> No
     assert body["expires_in"] == 3600
     assert body["user_id"] == 1
     assert body["client_endpoint"] == f"{sandbox.base_url}/rest/"
+    assert body["server_endpoint"] == f"{sandbox.base_url}/oauth/rest/"
     profile = rest(sandbox, "profile", body["access_token"])
     assert profile.status_code == 200
     assert profile.json()["result"]["ID"] == "1"
@@ -183,3 +185,63 @@ def test_short_access_token_ttl(sandbox: LiveSandbox, receiver: Receiver) -> Non
     assert rest(sandbox, "profile", body["access_token"]).status_code == 200
     time.sleep(1.2)
     assert rest(sandbox, "profile", body["access_token"]).json()["error"] == "expired_token"
+
+
+# --- the OAuth server's own REST at server_endpoint (oauth.bitrix.info/rest/) -------------------------------
+
+
+def test_server_endpoint_app_info(sandbox: LiveSandbox, receiver: Receiver) -> None:
+    app = _app(sandbox, receiver)
+    body = _token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
+    endpoint = body["server_endpoint"]
+    assert endpoint == f"{sandbox.base_url}/oauth/rest/"
+    for url in (f"{endpoint}app.info", f"{endpoint}app.info/", f"{endpoint}app.info.json"):
+        response = sandbox.http.get(url, params={"auth": body["access_token"]})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        answer = response.json()
+        assert set(answer) == {"result", "time"}
+        result = answer["result"]
+        assert set(result) == {"client_id", "scope", "expires", "install", "user_id"}
+        assert result["client_id"] == app["client_id"]
+        assert result["scope"] == "crm,user"
+        assert result["user_id"] == 1
+        expires = datetime.fromisoformat(result["expires"]).timestamp()
+        assert abs(expires - body["expires"]) < 1
+        assert result["install"] == {
+            "installed": True,
+            "version": 1,
+            "status": "L",
+            "scope": "crm,user",
+            "domain": urlsplit(sandbox.base_url).netloc,
+            "uri": sandbox.base_url,
+            "client_endpoint": f"{sandbox.base_url}/rest/",
+            "member_id": sandbox.info["member_id"],
+            "member_type": "PORTAL",
+        }
+    # POST with the token in the body works too, like every other REST endpoint.
+    posted = sandbox.http.post(f"{endpoint}app.info", data={"auth": body["access_token"]})
+    assert posted.json()["result"]["client_id"] == app["client_id"]
+
+
+def test_server_endpoint_app_info_errors(sandbox: LiveSandbox, receiver: Receiver) -> None:
+    app = _app(sandbox, receiver)
+    body = _token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
+    endpoint = "/oauth/rest/"
+    bad = sandbox.http.get(f"{endpoint}app.info", params={"auth": "0" * 32})
+    assert bad.status_code == 401
+    assert bad.json() == {"error": "invalid_token", "error_description": "The access token provided is invalid"}
+    missing = sandbox.http.get(f"{endpoint}app.info")
+    assert (missing.status_code, missing.json()["error"]) == (401, "NO_AUTH_FOUND")
+    unknown = sandbox.http.get(f"{endpoint}crm.contact.list", params={"auth": body["access_token"]})
+    assert (unknown.status_code, unknown.json()["error"]) == (404, "ERROR_METHOD_NOT_FOUND")
+    sandbox.control("POST", "/_sandbox/tokens/expire", {"access_token": body["access_token"]})
+    expired = sandbox.http.get(f"{endpoint}app.info", params={"auth": body["access_token"]})
+    assert expired.status_code == 401
+    assert expired.json()["error"] == "expired_token"
+    # After uninstall the tokens are gone.
+    fresh = _token(sandbox, app, grant_type="refresh_token", refresh_token=body["refresh_token"]).json()
+    assert sandbox.http.get(f"{endpoint}app.info", params={"auth": fresh["access_token"]}).status_code == 200
+    sandbox.control("POST", f"/_sandbox/apps/{app['client_id']}/uninstall", {})
+    gone = sandbox.http.get(f"{endpoint}app.info", params={"auth": fresh["access_token"]})
+    assert (gone.status_code, gone.json()["error"]) == (401, "invalid_token")

@@ -1,7 +1,9 @@
-"""The Bitrix24 OAuth server: ``/oauth/authorize/`` (portal side) and ``/oauth/token/`` (oauth.bitrix.info side).
+"""The Bitrix24 OAuth server: ``/oauth/authorize/`` (portal side), ``/oauth/token/`` and the OAuth server's own REST
+``/oauth/rest/app.info`` (oauth.bitrix.info side).
 
-On the real platform the first lives on the portal and the second on ``oauth.bitrix.info``; the sandbox plays both,
-so ``server_domain`` in the redirect and ``server_endpoint`` in tokens point back at the sandbox itself.
+On the real platform the first lives on the portal and the others on ``oauth.bitrix.info`` (token exchange at
+``/oauth/token/``, REST at ``server_endpoint`` = ``https://oauth.bitrix.info/rest/``); the sandbox plays both on one
+host, so ``server_domain`` in the redirect points back at the sandbox and ``server_endpoint`` is ``{base}/oauth/rest/``.
 Flow and field sets: REFERENCE 4.1-4.2, docs ``settings/oauth/{index,auto-renewal,error-codes}.md``.
 """
 
@@ -16,10 +18,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import tokens
-from .rest import json_response, read_params
+from . import errors, tokens
+from .errors import RestError
+from .rest import error_response, json_response, read_params
 from .runtime import Sandbox
 from .state import Application, AuthCode, token
+from .wire import iso, time_block
 
 log = logging.getLogger("b24bridge.sandbox")
 
@@ -184,7 +188,62 @@ async def token_endpoint(request: Request) -> Response:
     return json_response(body)
 
 
+def server_app_info(sandbox: Sandbox, access_token: str) -> dict[str, Any]:
+    """``app.info`` as the OAuth server answers it: the token's app, its expiry and user, and the installation.
+
+    Field set from b24pysdk (``api/responses/bitrix_app_info_response.py``, ``schemas/api.py``); the portal's own
+    ``app.info`` has a different shape (REFERENCE 4.5). Errors are the portal's for the same token problems;
+    ``member_type`` and ``uri`` values are [inferred].
+    """
+    if not access_token:
+        raise errors.no_auth()
+    now = sandbox.now()
+    record = sandbox.world.access_tokens.get(access_token)
+    if record is None:
+        raise errors.invalid_token()
+    if record.expires_at <= now:
+        raise errors.expired_token()
+    app = sandbox.world.apps.get(record.client_id)
+    if app is None or not on_portal(app):
+        raise errors.invalid_token()
+    scope = ",".join(app.scopes)
+    return {
+        "client_id": app.client_id,
+        "scope": scope,
+        "expires": iso(record.expires_at, sandbox.tz),
+        "install": {
+            "installed": app.installed,
+            "version": app.version,
+            "status": app.status,
+            "scope": scope,
+            "domain": sandbox.domain,
+            "uri": sandbox.config.base_url,
+            "client_endpoint": sandbox.client_endpoint,
+            "member_id": sandbox.world.member_id,
+            "member_type": "PORTAL",
+        },
+        "user_id": record.user_id,
+    }
+
+
+async def server_rest(request: Request) -> Response:
+    """``{server_endpoint}{method}``: the OAuth server's REST; it knows ``app.info`` only. [inferred for the rest]"""
+    sandbox = _portal(request)
+    started = sandbox.now()
+    method = request.path_params["method"].strip("/").lower().removesuffix(".json")
+    try:
+        params = await read_params(request)
+        if method != "app.info":
+            raise errors.method_not_found()
+        auth = params.get("auth")
+        result = server_app_info(sandbox, auth if isinstance(auth, str) else "")
+    except RestError as exc:
+        return error_response(exc)
+    return json_response({"result": result, "time": time_block(started, sandbox.now(), 0.0, sandbox.tz)})
+
+
 routes: list[BaseRoute] = [
+    Route("/oauth/rest/{method:path}", server_rest, methods=["GET", "POST"]),
     Route("/oauth/authorize/", authorize, methods=["GET"]),
     Route("/oauth/authorize", authorize, methods=["GET"]),
     Route("/oauth/token/", token_endpoint, methods=["GET", "POST"]),

@@ -76,7 +76,8 @@ class Sandbox:
 
     @property
     def server_endpoint(self) -> str:
-        return f"{self.config.base_url}/rest/"
+        """The OAuth server's REST (real: ``https://oauth.bitrix.info/rest/``); the sandbox serves it itself."""
+        return f"{self.config.base_url}/oauth/rest/"
 
     @property
     def http(self) -> httpx.AsyncClient:

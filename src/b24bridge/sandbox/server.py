@@ -26,7 +26,7 @@ def banner(sandbox: Sandbox, hook: Webhook, app: Application) -> str:
             f"  incoming webhook : {base}/rest/{hook.user_id}/{hook.code}/",
             f"  local application: client_id={app.client_id}",
             f"                     client_secret={app.client_secret}",
-            f"  OAuth server     : {base}/oauth/authorize/  {base}/oauth/token/",
+            f"  OAuth server     : {base}/oauth/authorize/  {base}/oauth/token/  REST {sandbox.server_endpoint}",
             f"  control API      : {base}/_sandbox/",
             f"  limits           : {limits}",
         ]
