@@ -245,6 +245,32 @@ def test_deleted_robot_fails_the_workflow(sandbox: LiveSandbox, receiver: Receiv
     assert receiver.requests == []
 
 
+def test_app_update_removes_its_robots_until_the_installer_registers_them_again(
+    sandbox: LiveSandbox, receiver: Receiver
+) -> None:
+    # REFERENCE 5.1: robots are removed when the app is deleted or updated; each version's installer re-registers.
+    token = setup_robot(sandbox, receiver.url("/robot"))
+    add_rule(sandbox)
+    assert rest(sandbox, token, "bizproc.robot.list").json()["result"] == ["send_sms"]
+    update = sandbox.control("POST", f"/_sandbox/apps/{sandbox.client_id}/install", {})
+    assert update["updated"] is True and update["app"]["version"] == 2
+    assert update["removed_robots"] == ["send_sms"]
+    # Tokens survive an update; the robot does not.
+    assert rest(sandbox, token, "bizproc.robot.list").json()["result"] == []
+    assert sandbox.control("GET", "/_sandbox/automation/rules")["total"] == 1  # the placed rule stays
+    add_deal(sandbox, STAGE_ID="PREPARATION")
+    [failed] = workflows(sandbox, status="failed")
+    assert "not registered" in failed["reason"]
+    assert receiver.requests == []
+    # The new version's installer registers the robot again and the same rule runs it.
+    setup_robot(sandbox, receiver.url("/robot"))
+    assert rest(sandbox, token, "bizproc.robot.list").json()["result"] == ["send_sms"]
+    add_deal(sandbox, STAGE_ID="PREPARATION")
+    [running] = workflows(sandbox, status="running")
+    assert running["rule_id"] == failed["rule_id"]
+    receiver.wait_for(1, path="/robot")
+
+
 def test_rule_control_api(sandbox: LiveSandbox, receiver: Receiver) -> None:
     bad = sandbox.http.post("/_sandbox/automation/rules", json={"stage_id": "NEW", "robot_code": "missing"})
     assert bad.status_code == 400 and "missing" in bad.json()["error"]

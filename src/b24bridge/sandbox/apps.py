@@ -10,8 +10,11 @@ Control endpoints (not Bitrix24 surface) that do what the portal does when an ad
 
 Installing an app that is already present is a version update: the version goes up, a new ``application_token``
 is issued (docs safe-event-handlers.md: "After a new application version is installed, Bitrix24 passes a new token"),
-ONAPPUPDATE goes to its bound handlers, then its event handlers are removed (docs event-bind.md: "When deleting and
-updating the application, its actions will be removed") and the installer runs again so that it can rebind.
+ONAPPUPDATE goes to its bound handlers, then its event handlers and its robots are removed (docs event-bind.md: "When
+deleting and updating the application, its actions will be removed"; REFERENCE 5.1 / docs bizproc-robot-delete.md:
+robots are removed when the app is deleted or updated) and the installer runs again so that it can rebind and
+re-register. Automation rules that place a removed robot stay; until the robot is registered again, a deal entering
+their stage records a failed workflow.
 """
 
 from __future__ import annotations
@@ -130,6 +133,16 @@ def _drop_bindings(sandbox: Sandbox, client_id: str) -> None:
     world.offline_events[:] = [e for e in world.offline_events if e["client_id"] != client_id]
 
 
+def _drop_robots(sandbox: Sandbox, client_id: str) -> list[str]:
+    """Remove every robot (and activity) ``client_id`` registered; returns their codes."""
+    robots = sandbox.world.robots
+    keys = [k for k in robots if k.startswith(f"{client_id}|")]
+    codes = [str(robots[k].get("CODE", k.split("|", 1)[1])) for k in keys]
+    for key in keys:
+        del robots[key]
+    return codes
+
+
 async def install(sandbox: Sandbox, app: Application, user_id: int) -> dict[str, Any]:
     """Install (or update) ``app`` for administrator ``user_id``; the calls to the app are awaited."""
     result: dict[str, Any] = {"updated": False, "update_calls": [], "install_call": None}
@@ -143,6 +156,7 @@ async def install(sandbox: Sandbox, app: Application, user_id: int) -> dict[str,
             data = {"VERSION": str(app.version), "PREVIOUS_VERSION": str(app.version - 1), "LANGUAGE_ID": LANGUAGE_ID}
             result["update_calls"] = await deliver_now(sandbox, app, "ONAPPUPDATE", data, user_id)
         _drop_bindings(sandbox, app.client_id)
+        result["removed_robots"] = _drop_robots(sandbox, app.client_id)
     else:
         app.application_token = token()
     app.installed_by = user_id
@@ -227,8 +241,7 @@ async def uninstall(sandbox: Sandbox, app: Application, clean: bool) -> dict[str
     tokens.revoke_app(sandbox, app.client_id)
     for key in [k for k, c in world.auth_codes.items() if c.client_id == app.client_id]:
         del world.auth_codes[key]
-    for key in [k for k in world.robots if k.startswith(f"{app.client_id}|")]:
-        del world.robots[key]
+    _drop_robots(sandbox, app.client_id)
     _drop_bindings(sandbox, app.client_id)
     app.installed = False
     app.application_token = ""
