@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
@@ -31,6 +32,14 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of b24bridge."""
+    head = ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations found")
+    return head
 
 
 def current_revision(database_url: str) -> str | None:
