@@ -202,3 +202,74 @@ def test_offline_events_queue(sandbox: LiveSandbox, receiver: Receiver) -> None:
     assert event["EVENT_NAME"] == "ONCRMCONTACTUPDATE"
     assert event["EVENT_DATA"] == {"FIELDS": {"ID": str(contact_id)}}
     assert rest(sandbox, "event.offline.get", token).json()["result"]["events"] == []
+
+
+# --- who made the change: a user's hit carries tokens, automation does not (REFERENCE 7.2) --------------------
+
+BARE_AUTH_KEYS = ["domain", "server_endpoint", "client_endpoint", "member_id", "application_token"]
+
+
+def test_event_tokens_belong_to_the_caller(sandbox: LiveSandbox, receiver: Receiver) -> None:
+    _, token, _ = _token(sandbox, receiver)
+    rest(sandbox, "event.bind", token, event="ONCRMDEALADD", handler=receiver.url("/deals"))
+    hook = sandbox.control("POST", "/_sandbox/webhooks", {"user_id": 2, "scopes": ["crm"]})
+    assert sandbox.http.post(f"{hook['url']}crm.deal.add", json={"fields": {"TITLE": "by 2"}}).status_code == 200
+    (request,) = receiver.wait_for(1, path="/deals")
+    fields = form(request)
+    assert fields["auth[user_id]"] == "2"
+    me = rest(sandbox, "user.current", fields["auth[access_token]"]).json()["result"]
+    assert me["ID"] == "2"
+
+
+def test_automation_changes_send_events_without_tokens(sandbox: LiveSandbox, receiver: Receiver) -> None:
+    _, token, installed = _token(sandbox, receiver)
+    rest(sandbox, "event.bind", token, event="ONCRMDEALUPDATE", handler=receiver.url("/deals"))
+    rest(sandbox, "event.bind", token, event="ONCRMDEALUPDATE", handler=receiver.url("/as2"), auth_type=2)
+    rest(sandbox, "event.bind", token, event="ONCRMDEALUPDATE", event_type="offline")
+    deal_id = sandbox.call("crm.deal.add", {"fields": {"TITLE": "Order"}}).json()["result"]
+
+    # Moved by automation (no user named): auth holds no tokens and no user_id.
+    sandbox.control("POST", f"/_sandbox/deals/{deal_id}/stage", {"stage_id": "PREPARATION"})
+    (request,) = receiver.wait_for(1, path="/deals")
+    assert request["form"][:4] == [
+        ("event", "ONCRMDEALUPDATE"),
+        ("event_handler_id", request["form"][1][1]),
+        ("data[FIELDS][ID]", str(deal_id)),
+        ("ts", request["form"][3][1]),
+    ]
+    assert [k for k, _ in request["form"][4:]] == [f"auth[{k}]" for k in BARE_AUTH_KEYS]
+    assert form(request)["auth[application_token]"] == installed["auth[application_token]"]
+    # A binding with an explicit auth_type still gets its user's tokens. [inferred]
+    (as2,) = receiver.wait_for(1, path="/as2")
+    assert form(as2)["auth[user_id]"] == "2"
+    # The offline queue records no acting user.
+    (queued,) = rest(sandbox, "event.offline.get", token).json()["result"]["events"]
+    assert queued["EVENT_ADDITIONAL"] is False
+
+    # Moved by a named user, as in the kanban: that user's tokens.
+    sandbox.control("POST", f"/_sandbox/deals/{deal_id}/stage", {"stage_id": "EXECUTING", "user_id": 2})
+    second = receiver.wait_for(2, path="/deals")[1]
+    assert [k for k, _ in second["form"][4:]] == [f"auth[{k}]" for k in EVENT_AUTH_KEYS]
+    assert form(second)["auth[user_id]"] == "2"
+    (queued,) = rest(sandbox, "event.offline.get", token).json()["result"]["events"]
+    assert queued["EVENT_ADDITIONAL"] == {"user_id": "2"}
+    deal = sandbox.call("crm.deal.get", {"id": deal_id}).json()["result"]
+    assert (deal["STAGE_ID"], deal["MOVED_BY_ID"]) == ("EXECUTING", "2")
+
+
+def test_listeners_may_ask_for_the_actor(sandbox: LiveSandbox) -> None:
+    seen: list[tuple[str, int | None]] = []
+
+    def listener(
+        _sb: Any, entity: str, action: str, rid: int, before: Any, after: Any, *, actor_user_id: int | None = None
+    ) -> None:
+        seen.append((action, actor_user_id))
+
+    sandbox.portal.crm_listeners.append(listener)
+    try:
+        deal_id = sandbox.call("crm.deal.add", {"fields": {"TITLE": "x"}}).json()["result"]
+        sandbox.control("POST", f"/_sandbox/deals/{deal_id}/stage", {"stage_id": "PREPARATION"})
+        sandbox.control("POST", f"/_sandbox/deals/{deal_id}/stage", {"stage_id": "EXECUTING", "user_id": 2})
+    finally:
+        sandbox.portal.crm_listeners.remove(listener)
+    assert seen == [("ADD", 1), ("UPDATE", None), ("UPDATE", 2)]

@@ -5,7 +5,9 @@ has no UI, so rules are created through the control API:
 
 * ``POST /_sandbox/automation/rules`` ``{entity, category_id, stage_id, client_id, robot_code, properties,
   timeout_duration, auth_user_id, use_subscription}``; ``GET`` lists them; ``DELETE .../rules/{id}`` removes one.
-* ``POST /_sandbox/deals/{id}/stage`` ``{stage_id}`` moves a deal as a user would in the kanban.
+* ``POST /_sandbox/deals/{id}/stage`` ``{stage_id, user_id?}`` moves a deal: with ``user_id`` as that user would in
+  the kanban; without it as automation does (a robot or workflow changing the stage), so the events it causes carry
+  no tokens (REFERENCE 7.2).
 * ``GET /_sandbox/workflows[?status=&rule_id=&document_id=&settle=1]`` and ``GET /_sandbox/workflows/{id}``.
 
 A rule fires when a document *enters* its stage: created in it, or updated with a changed STAGE_ID (REFERENCE 5,
@@ -163,7 +165,12 @@ async def delete_rule(request: Request) -> Response:
 
 @control
 async def move_deal(request: Request) -> Response:
-    """Drag a deal to another stage, as in the kanban: the change is reported like any update."""
+    """Move a deal to another stage: the change is reported like any update.
+
+    ``user_id`` names the user who drags it in the kanban (events carry that user's tokens); without it the move is
+    made by automation (no user, no tokens in events). The record's ``MOVED_BY_ID``/``MODIFY_BY_ID`` then name the
+    administrator, user 1. [inferred]
+    """
     sandbox = portal(request)
     deal_id = int(request.path_params["deal_id"])
     data = await body_of(request)
@@ -174,14 +181,15 @@ async def move_deal(request: Request) -> Response:
     record = deals.get(deal_id)
     if record is None:
         raise ControlError(f"no deal {deal_id}", 404)
-    user_id = _int_field(data, "user_id", 1)
-    if user_id not in sandbox.world.users:
-        raise ControlError(f"no user {user_id}")
+    actor = None if data.get("user_id") is None else _int_field(data, "user_id", 1)
+    if actor is not None and actor not in sandbox.world.users:
+        raise ControlError(f"no user {actor}")
+    user_id = 1 if actor is None else actor
     known = set(sandbox.world.workflows)
     if record.get("STAGE_ID") != stage_id:
         before = copy.deepcopy(record)
         _apply_move(sandbox, record, before, stage_id, user_id)
-        sandbox.crm_changed("DEAL", "UPDATE", deal_id, before, copy.deepcopy(record))
+        sandbox.crm_changed("DEAL", "UPDATE", deal_id, before, copy.deepcopy(record), actor_user_id=actor)
     started = [wf_id for wf_id in sandbox.world.workflows if wf_id not in known]
     return reply({"deal": record, "workflows": started})
 

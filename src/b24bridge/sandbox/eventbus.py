@@ -5,10 +5,11 @@ Payload shape (REFERENCE 7.2, docs ``api-reference/events/index.md``): form-enco
 each recorded in ``world.handler_calls`` (kind ``event``). Events reach only installed applications
 (``installFinish`` done, docs ``installation-finish.md``).
 
-Whose tokens go into ``auth``: the binding's ``auth_type`` user when set; otherwise the user who made the change
-(``MODIFY_BY_ID`` of the record), falling back to the application's installer. The real portal sends no tokens when
-the change has no user (automation, agents); the sandbox's CRM listener cannot tell those apart, so it always
-attributes a user. [inferred, documented choice]
+Whose tokens go into ``auth``: the binding's ``auth_type`` user when set; otherwise the user whose hit made the change
+(``actor_user_id`` of ``Sandbox.crm_changed``: the REST caller, or the user a control call names). When the change
+can't be tied to a user (automation, a workflow, the system: ``actor_user_id=None``) no tokens are sent and ``auth``
+holds only ``domain, client_endpoint, server_endpoint, member_id, application_token`` (REFERENCE 7.2). A binding's
+explicit ``auth_type`` still gets its user's tokens then. [inferred]
 """
 
 from __future__ import annotations
@@ -155,18 +156,6 @@ def queue_offline(sandbox: Sandbox, app: Application, event: str, data: Any, use
 # --- the CRM listener ------------------------------------------------------------------------------------
 
 
-def _acting_user(world: World, app: Application, before: dict[str, Any] | None, after: dict[str, Any] | None) -> int:
-    for record in (after, before):
-        if record:
-            try:
-                user_id = int(record.get("MODIFY_BY_ID") or 0)
-            except (TypeError, ValueError):
-                user_id = 0
-            if user_id in world.users:
-                return user_id
-    return app.installed_by
-
-
 def on_crm_change(
     sandbox: Sandbox,
     entity: str,
@@ -174,6 +163,8 @@ def on_crm_change(
     record_id: int,
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
+    *,
+    actor_user_id: int | None = None,
 ) -> None:
     event = f"ONCRM{entity.upper()}{action}"
     if event not in KNOWN_EVENTS:
@@ -182,7 +173,7 @@ def on_crm_change(
     for app in list(sandbox.world.apps.values()):
         if not app.installed or "crm" not in app.scopes:
             continue
-        user_id = _acting_user(sandbox.world, app, before, after)
+        user_id = actor_user_id if actor_user_id in sandbox.world.users else None
         try:
             deliver_later(sandbox, app, event, data, user_id)
             queue_offline(sandbox, app, event, data, user_id)

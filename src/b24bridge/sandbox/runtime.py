@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -23,8 +24,17 @@ ALL_SCOPES = ["crm", "bizproc", "user", "placement", "im", "task"]
 DEFAULT_APP_ID = "local.sandbox00000001.00000001"
 
 CrmAction = Literal["ADD", "UPDATE", "DELETE"]
-# (sandbox, entity "DEAL"/"CONTACT"/"COMPANY", action, id, record before, record after)
-CrmListener = Callable[["Sandbox", str, CrmAction, int, "dict[str, Any] | None", "dict[str, Any] | None"], None]
+# (sandbox, entity "DEAL"/"CONTACT"/"COMPANY", action, id, record before, record after); a listener that also takes
+# the keyword ``actor_user_id`` is told who made the change (None: automation, a workflow, the system).
+CrmListener = Callable[..., None]
+
+
+def _takes_actor(listener: CrmListener) -> bool:
+    try:
+        params = inspect.signature(listener).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "actor_user_id" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 class Sandbox:
@@ -58,9 +68,20 @@ class Sandbox:
         record_id: int,
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
+        *,
+        actor_user_id: int | None = None,
     ) -> None:
+        """Report a CRM change to every listener.
+
+        ``actor_user_id`` is the user whose hit made the change (the REST caller, a user dragging a deal); None when
+        no user can be tied to it (automation, a workflow, the system), so events go out without tokens (REFERENCE 7.2).
+        Listeners written with the six positional parameters only keep working; they are not told the actor.
+        """
         for listener in self.crm_listeners:
-            listener(self, entity, action, record_id, before, after)
+            if _takes_actor(listener):
+                listener(self, entity, action, record_id, before, after, actor_user_id=actor_user_id)
+            else:
+                listener(self, entity, action, record_id, before, after)
 
     # Time can be moved forward by the control API so that tests need not sleep through token lifetimes.
     def now(self) -> float:

@@ -88,7 +88,7 @@ def make_handlers(ent: EntityDef) -> dict[str, Callable[[Call], Any]]:
         record: dict[str, Any] = {}
         _write_new(call, ent, record, fields)
         records[record["ID"]] = record
-        call.sandbox.crm_changed(ent.entity, "ADD", record["ID"], None, dict(record))
+        call.sandbox.crm_changed(ent.entity, "ADD", record["ID"], None, dict(record), actor_user_id=call.caller.user_id)
         return record["ID"]
 
     def get(call: Call) -> Any:
@@ -109,7 +109,7 @@ def make_handlers(ent: EntityDef) -> dict[str, Callable[[Call], Any]]:
         touch(call, working)
         record.clear()
         record.update(working)
-        call.sandbox.crm_changed(ent.entity, "UPDATE", rid, before, dict(record))
+        call.sandbox.crm_changed(ent.entity, "UPDATE", rid, before, dict(record), actor_user_id=call.caller.user_id)
         return True
 
     def delete(call: Call) -> Any:
@@ -120,7 +120,7 @@ def make_handlers(ent: EntityDef) -> dict[str, Callable[[Call], Any]]:
             raise legacy(text) if not code else _core(text)
         if ent.entity == "DEAL":
             call.world.product_rows.pop(rid, None)
-        call.sandbox.crm_changed(ent.entity, "DELETE", rid, record, None)
+        call.sandbox.crm_changed(ent.entity, "DELETE", rid, record, None, actor_user_id=call.caller.user_id)
         return True
 
     def list_(call: Call) -> Any:

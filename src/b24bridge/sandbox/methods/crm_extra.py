@@ -113,7 +113,7 @@ def productrows_set(call: Call) -> Any:
         )
         if before != deal:
             deal.update(MODIFY_BY_ID=call.caller.user_id, DATE_MODIFY=call.sandbox.now())
-            call.sandbox.crm_changed("DEAL", "UPDATE", deal_id, before, dict(deal))
+            call.sandbox.crm_changed("DEAL", "UPDATE", deal_id, before, dict(deal), actor_user_id=call.caller.user_id)
     return True
 
 
