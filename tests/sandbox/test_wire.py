@@ -6,11 +6,13 @@ shows which parameters the portal understood.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from b24bridge.sandbox.wire import dumps_xml
 from tests.sandbox.conftest import LiveSandbox
 
 
@@ -215,3 +217,70 @@ def test_oauth_batch_auth_on_outer_call_only(sandbox: LiveSandbox) -> None:
     assert result["result_error"] == []
     assert result["result"]["me"]["ID"] == "1"
     assert "crm" in result["result"]["scopes"]
+
+
+# --- the .xml answer format (REFERENCE 1.1) ----------------------------------------------------------------
+
+
+def _xml(response: Any) -> Any:
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
+    assert response.text.startswith('<?xml version="1.0" encoding="utf-8"?><response>')
+    return ET.fromstring(response.content)
+
+
+def test_xml_suffix_answers_xml_with_response_root(sandbox: LiveSandbox) -> None:
+    for path in ("user.current.xml", "user.current.xml/", "USER.CURRENT.XML"):
+        response = sandbox.http.get(_hook_path(sandbox) + path)
+        assert response.status_code == 200, response.text
+        root = _xml(response)
+        assert root.tag == "response"
+        assert [child.tag for child in root] == ["result", "time"]
+        assert root.findtext("result/ID") == "1"
+        assert root.findtext("result/NAME") == "Admin"
+        assert float(root.findtext("time/duration") or "x") >= 0
+        assert root.findtext("time/date_start", "").startswith("20")
+
+
+def test_xml_lists_become_items_and_values_are_escaped(sandbox: LiveSandbox) -> None:
+    for name in ("A&B <one>", "Two"):
+        assert sandbox.call("crm.contact.add", {"fields": {"NAME": name, "OPENED": "Y"}}).status_code == 200
+    response = sandbox.http.post(
+        _hook_path(sandbox) + "crm.contact.list.xml",
+        json={"select": ["ID", "NAME", "PHONE"], "order": {"ID": "ASC"}},
+    )
+    assert response.status_code == 200
+    root = _xml(response)
+    assert [child.tag for child in root] == ["result", "total", "time"]
+    items = root.findall("result/item")
+    assert [i.findtext("NAME") for i in items] == ["A&B <one>", "Two"]
+    assert "A&amp;B &lt;one&gt;" in response.text
+    assert root.findtext("total") == "2"
+    # The same call without a suffix (or with .json) stays JSON.
+    for path in ("crm.contact.list", "crm.contact.list.json"):
+        plain = sandbox.http.post(_hook_path(sandbox) + path, json={"select": ["ID"]})
+        assert plain.headers["content-type"] == "application/json; charset=utf-8"
+        assert plain.json()["total"] == 2
+
+
+def test_xml_errors_and_booleans(sandbox: LiveSandbox) -> None:
+    missing = sandbox.http.get(_hook_path(sandbox) + "no.such.method.xml")
+    assert missing.status_code == 404
+    root = _xml(missing)
+    assert [(c.tag, c.text) for c in root] == [
+        ("error", "ERROR_METHOD_NOT_FOUND"),
+        ("error_description", "Method not found!"),
+    ]
+    bad_hook = sandbox.http.get("/rest/1/wrongcode/profile.xml")
+    assert bad_hook.status_code == 401
+    assert _xml(bad_hook).findtext("error") == "NO_AUTH_FOUND"
+    profile = _xml(sandbox.http.get(_hook_path(sandbox) + "profile.xml"))
+    assert profile.findtext("result/ADMIN") == "1"  # PHP prints true as 1
+
+
+def test_dumps_xml_unit() -> None:
+    body = {"result": {"a": [1, {"b": None, "c": False}], "7x": "y", "x y": "\x01z"}, "total": 0}
+    assert dumps_xml(body) == (
+        b'<?xml version="1.0" encoding="utf-8"?><response><result>'
+        b"<a><item>1</item><item><b></b><c></c></item></a><item>y</item><x_y>z</x_y>"
+        b"</result><total>0</total></response>"
+    )

@@ -17,11 +17,12 @@ from .auth import oauth_caller, webhook_caller
 from .dispatch import envelope, run_batch, run_method
 from .errors import RestError
 from .runtime import Sandbox
-from .wire import dumps, lower_keys, parse_php_pairs, php_json, time_block
+from .wire import dumps, dumps_xml, lower_keys, parse_php_pairs, php_json, time_block
 
 log = logging.getLogger("b24bridge.sandbox")
 
 JSON_TYPE = "application/json; charset=utf-8"
+XML_TYPE = "text/xml; charset=utf-8"
 _GATEWAY_503 = (
     b"<html><head><title>503 Service Temporarily Unavailable</title></head><body>"
     b"<center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx</center></body></html>"
@@ -32,8 +33,12 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(dumps(php_json(body)), status, headers=headers, media_type=JSON_TYPE)
 
 
-def error_response(exc: RestError) -> Response:
-    return json_response(exc.body(), exc.status)
+def xml_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps_xml(php_json(body)), status, headers=headers, media_type=XML_TYPE)
+
+
+def error_response(exc: RestError, xml: bool = False) -> Response:
+    return xml_response(exc.body(), exc.status) if xml else json_response(exc.body(), exc.status)
 
 
 async def read_params(request: Request) -> dict[str, Any]:
@@ -73,20 +78,24 @@ async def rest_endpoint(request: Request) -> Response:
     sandbox: Sandbox = request.app.state.sandbox
     started = sandbox.now()
     parts = [p for p in request.path_params["path"].split("/") if p]
-    method = parts[-1].lower().removesuffix(".json") if parts else ""
+    method = parts[-1].lower() if parts else ""
+    # ``.json`` (the default) or ``.xml`` picks the answer format (REFERENCE 1.1).
+    xml = method.endswith(".xml")
+    method = method.removesuffix(".xml") if xml else method.removesuffix(".json")
+    respond = xml_response if xml else json_response
     decision = sandbox.faults.decide(method, started) if sandbox.faults.active else None
     if decision is not None:
         if decision.latency:
             await asyncio.sleep(decision.latency)
         if decision.kind == "error_500":
-            return error_response(errors.internal_error())
+            return error_response(errors.internal_error(), xml)
         if decision.kind in ("error_503", "outage"):
             return Response(_GATEWAY_503, 503, media_type="text/html")
         if decision.kind == "drop_before":
             return _drop(request)
     client_ip = request.client.host if request.client else "?"
     if not sandbox.limiter.admit_request(client_ip, sandbox.now()):
-        return error_response(errors.query_limit_exceeded())
+        return error_response(errors.query_limit_exceeded(), xml)
     try:
         params = await read_params(request)
         auth = params.pop("auth", None)
@@ -106,11 +115,11 @@ async def rest_endpoint(request: Request) -> Response:
         else:
             body = envelope(await run_method(sandbox, caller, method, params))
     except RestError as exc:
-        return error_response(exc)
+        return error_response(exc, xml)
     except Exception:
         log.exception("sandbox method %s failed", method)
-        return error_response(errors.internal_error())
+        return error_response(errors.internal_error(), xml)
     if decision is not None and decision.kind == "drop_after":
         return _drop(request)
     headers = {"X-Bitrix-Rest-Application": caller.client_id} if caller.client_id else None
-    return json_response(body, headers=headers)
+    return respond(body, headers=headers)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
 
@@ -99,6 +100,49 @@ def php_json(value: Any) -> Any:
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_XML_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+_XML_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # not allowed in XML 1.0 text, even escaped
+
+
+def dumps_xml(value: Any) -> bytes:
+    """The ``.xml`` answer format (REFERENCE 1.1): the envelope under a ``<response>`` root, list items as ``<item>``.
+
+    ``value`` is what ``dumps`` would encode (after ``php_json``). Map keys become element names; a key that is not a
+    valid name (numeric, or with characters outside ``[A-Za-z0-9_.-]``) is written as ``item`` or with those
+    characters replaced by ``_``. Scalars print as PHP prints them: ``true`` as ``1``, ``false`` and ``null`` as
+    nothing. [inferred: the docs name only the root and the list items]
+    """
+    parts: list[str] = ['<?xml version="1.0" encoding="utf-8"?>', "<response>"]
+    _xml_into(parts, value)
+    parts.append("</response>")
+    return "".join(parts).encode()
+
+
+def _xml_name(key: Any) -> str:
+    name = _XML_NAME.sub("_", str(key))
+    if not name or not (name[0].isalpha() or name[0] == "_"):
+        return "item"
+    return name
+
+
+def _xml_into(parts: list[str], value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = _xml_name(key)
+            parts.append(f"<{name}>")
+            _xml_into(parts, item)
+            parts.append(f"</{name}>")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            parts.append("<item>")
+            _xml_into(parts, item)
+            parts.append("</item>")
+    elif isinstance(value, bool):
+        parts.append("1" if value else "")
+    elif value is not None:
+        parts.append(escape(_XML_UNSAFE.sub("", str(value))))
 
 
 def iso(ts: float, tz: timezone) -> str:
