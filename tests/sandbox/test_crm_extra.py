@@ -88,3 +88,16 @@ def test_status_and_category_lists(sandbox: LiveSandbox) -> None:
                                               "isDefault": "Y"}]} and cats["total"] == 1  # fmt: skip
     missing = sandbox.call("crm.category.list", {"entityTypeId": 999})
     assert missing.status_code == 400 and missing.json()["error"] == "NOT_FOUND"
+
+
+def test_category_list_envelope_plain_and_in_batch(sandbox: LiveSandbox) -> None:
+    # A non-list result with a total: the envelope and the batch sections treat it like any list answer.
+    plain = sandbox.call("crm.category.list", {"entityTypeId": 2}).json()
+    assert list(plain) == ["result", "total", "time"]
+    assert list(plain["result"]) == ["categories"]
+    batch = sandbox.call("batch", {"cmd": {"cats": "crm.category.list?entityTypeId=2", "deals": "crm.deal.list"}})
+    sections = batch.json()["result"]
+    assert sections["result"]["cats"] == plain["result"]
+    assert sections["result_total"] == {"cats": 1, "deals": 0}
+    assert sections["result_next"] == []
+    assert sections["result"]["deals"] == []

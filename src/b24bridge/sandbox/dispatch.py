@@ -58,7 +58,7 @@ async def run_method(sandbox: Sandbox, caller: Caller, method: str, params: dict
 def envelope(outcome: Outcome) -> dict[str, Any]:
     value = outcome.value
     if isinstance(value, Page):
-        body: dict[str, Any] = {"result": value.items}
+        body: dict[str, Any] = {"result": value.result}
         if value.next is not None:
             body["next"] = value.next
         body["total"] = value.total
@@ -100,7 +100,7 @@ async def run_batch(sandbox: Sandbox, caller: Caller, params: dict[str, Any]) ->
             continue
         value = outcome.value
         if isinstance(value, Page):
-            sections["result"][key] = value.items
+            sections["result"][key] = value.result
             sections["result_total"][key] = value.total
             if value.next is not None:
                 sections["result_next"][key] = value.next

@@ -35,11 +35,17 @@ class Caller:
 
 @dataclass
 class Page:
-    """A list method's answer: the envelope moves ``next`` and ``total`` to the top level."""
+    """An answer with ``total`` (and ``next`` while more follow) beside ``result``, as list methods answer.
 
-    items: list[Any]
+    ``result`` is what goes under ``result``: usually the page's list of records, but any value the method answers
+    (``crm.category.list`` answers ``{"categories": [...]}`` with a ``total``). The portal builds the same envelope
+    from a result array that holds ``next``/``total`` keys (REFERENCE 1.3); in ``batch`` the three go to
+    ``result``/``result_total``/``result_next``.
+    """
+
+    result: Any
     total: int
-    next: int | None
+    next: int | None = None
 
 
 @dataclass

@@ -188,9 +188,8 @@ def category_list(call: Call) -> Any:
         if entity_type in (1, 3, 4):
             raise RestError("ENTITY_TYPE_NOT_SUPPORTED", f"Entity type `{_TYPE_NAMES[entity_type]}` is not supported")
         raise RestError("NOT_FOUND", "Smart process not found")
-    # docs: {"result": {"categories": [...]}, "total": N}; Page carries the map so the envelope adds total.
-    categories: Any = {"categories": [dict(DEFAULT_CATEGORY)]}
-    return Page(categories, 1, None)
+    # docs: {"result": {"categories": [...]}, "total": N}
+    return Page({"categories": [dict(DEFAULT_CATEGORY)]}, total=1)
 
 
 _TYPE_NAMES = {1: "LEAD", 3: "CONTACT", 4: "COMPANY"}
