@@ -14,7 +14,7 @@ from typing import Any
 import procrastinate
 
 from b24bridge import migrations
-from b24bridge.bitrix import BitrixClient
+from b24bridge.bitrix import BatchSettings, BitrixClient
 from b24bridge.db import Database
 from b24bridge.observability import get_logger
 from b24bridge.settings import Settings
@@ -74,7 +74,8 @@ async def open_context(settings: Settings, database: Database | None = None) -> 
             redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(redis.aclose)
             limiter, refresh_lock = RedisLimiter(redis), RedisRefreshLock(redis)
-        bitrix = BitrixClient(limiter=limiter, refresh_lock=refresh_lock)
+        batching = BatchSettings(enabled=settings.bitrix_autobatch)
+        bitrix = BitrixClient(limiter=limiter, refresh_lock=refresh_lock, batching=batching)
         stack.push_async_callback(bitrix.aclose)
         jobs = database.procrastinate_app(worker_defaults=_worker_defaults())
         for namespace, blueprint in _blueprints().items():

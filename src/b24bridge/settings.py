@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     oauth_server: str = "https://oauth.bitrix.info"
     # Keys that encrypt portal tokens at rest: "kid:base64url-32-byte-key[,kid:key...]", the first one encrypts.
     encryption_keys: SecretStr | None = None
+    # Concurrent calls to one portal share batch requests; off sends each call alone (debugging, baselines).
+    bitrix_autobatch: bool = True
 
     @field_validator("log_level", "log_format", "environment", mode="before")
     @classmethod
@@ -80,6 +82,7 @@ _ALLOWED: dict[str, str] = {
     "environment": "must be one of development, production",
     "worker_concurrency": "must be an integer of at least 1",
     "worker_in_process": "must be true or false",
+    "bitrix_autobatch": "must be true or false",
     "app_client_id": "must be the application's client_id from the Bitrix24 developer resources",
     "app_client_secret": "must be the application's client_secret",
     "oauth_server": "must be the OAuth server URL, https://oauth.bitrix.info unless you run the sandbox",

@@ -294,3 +294,23 @@ def test_event_tokens_survive_state_round_trip() -> None:
         "x" * 32,
     )
     assert bizproc_runtime.open_event_token(World(), token) is None
+
+
+def test_many_deals_moved_over_time_each_start_a_workflow(sandbox: LiveSandbox, receiver: Receiver) -> None:
+    setup_robot(sandbox, receiver.url("/robot"), USE_SUBSCRIPTION="N")
+    add_rule(sandbox, stage_id="EXECUTING")
+    deal_ids = [add_deal(sandbox, STAGE_ID="NEW") for _ in range(20)]
+    began = time.monotonic()
+    answer = sandbox.http.post(
+        "/_sandbox/deals/move", json={"deal_ids": deal_ids, "stage_id": "EXECUTING", "over_seconds": 1.0}
+    )
+    assert answer.status_code == 202 and answer.json()["scheduled"] == 20
+    assert time.monotonic() - began < 0.5  # answered at once, the moves follow
+    calls = receiver.wait_for(20, timeout=10)
+    assert len(calls) == 20
+    spread = calls[-1]["at"] - calls[0]["at"]
+    assert 0.7 < spread < 3.0  # spread over about a second, not fired at once
+    assert sorted(w["document_id"][2] for w in workflows(sandbox)) == sorted(f"DEAL_{i}" for i in deal_ids)
+    bad = sandbox.http.post("/_sandbox/deals/move", json={"deal_ids": [999999], "stage_id": "EXECUTING"})
+    assert bad.status_code == 404
+    assert sandbox.http.post("/_sandbox/deals/move", json={"deal_ids": "x", "stage_id": "E"}).status_code == 400

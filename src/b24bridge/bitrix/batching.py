@@ -82,12 +82,22 @@ class AutoBatcher:
             raise
 
     async def _gather(self) -> None:
-        """Give a lone call a moment of company; a full batch goes at once."""
+        """Give a lone call a moment of company; a full batch goes at once.
+
+        How long a partial batch gathers depends on how much of the portal's burst is used: with the bucket empty
+        a call goes almost at once (latency); the fuller it gets, the longer it waits, up to one drain interval
+        once ``1 - burst_reserve`` of the burst is used, so a spike is not spent on half-empty requests. It never
+        waits longer than that: at steady state a request slot frees up every drain interval anyway.
+        """
         if len(self._queue) >= MAX_BATCH or self.settings.window <= 0:
             return
+        portal = self.portal
+        fullness = await portal.client.limiter.fullness(portal.key, portal.limits)
+        share = min(1.0, fullness / max(1e-9, 1.0 - self.settings.burst_reserve))
+        window = self.settings.window + share / portal.limits.drain
         self._arrived.clear()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.window
+        deadline = loop.time() + window
         while len(self._queue) < MAX_BATCH:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -133,7 +143,6 @@ class AutoBatcher:
 
     async def _send(self, items: list[_Pending]) -> None:
         try:
-            metrics.BATCH_SIZE.labels(self.portal.key).observe(len(items))
             if len(items) == 1:
                 await self._send_one(items[0])
             else:

@@ -55,6 +55,8 @@ class BatchSettings:
     enabled: bool = True
     window: float = 0.005  # how long a lone call waits for company before it is sent
     max_in_flight: int = 4  # concurrent HTTP requests per portal
+    # Share of the portal's burst kept for full batches (see AutoBatcher._gather).
+    burst_reserve: float = 0.5
 
 
 class BitrixClient:

@@ -43,6 +43,10 @@ class Limiter(Protocol):
         """The portal answered QUERY_LIMIT_EXCEEDED: its bucket is fuller than we thought."""
         ...
 
+    async def fullness(self, portal: str, limits: Limits) -> float:
+        """How much of the burst is used now, 0 (all free) to 1 (full): how precious the next request is."""
+        ...
+
     async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
         """Seconds until ``method`` may be called again within its operating-time budget (0: now)."""
         ...
@@ -138,6 +142,13 @@ class MemoryLimiter:
         bucket.level, wait = bucket_reserve(bucket.level, bucket.updated, now, limits)
         bucket.updated = now
         return wait
+
+    async def fullness(self, portal: str, limits: Limits) -> float:
+        bucket = self.buckets.get(portal)
+        if bucket is None:
+            return 0.0
+        level = bucket.level - (self.now() - bucket.updated) * limits.drain
+        return min(1.0, max(0.0, level / limits.capacity))
 
     async def request_refused(self, portal: str, limits: Limits) -> None:
         bucket = self.buckets.setdefault(portal, _Bucket())

@@ -279,6 +279,7 @@ class Portal:
     ) -> None:
         duration = time.monotonic() - started
         metrics.REQUESTS.labels(self.key, kind, str(status or "none")).inc()
+        metrics.BATCH_SIZE.labels(self.key).observe(commands)
         metrics.REQUEST_SECONDS.labels(self.key, kind).observe(duration)
         log.info(
             "bitrix.request",

@@ -76,6 +76,14 @@ class RedisLimiter:
         wait = await self._reserve(keys=[self._bucket(portal)], args=[limits.capacity, limits.drain, ttl])
         return float(wait)
 
+    async def fullness(self, portal: str, limits: Limits) -> float:
+        level, updated = await self.redis.hmget(self._bucket(portal), ["level", "updated"])
+        if level is None or updated is None:
+            return 0.0
+        # Redis keeps its own clock; the skew between it and ours only shifts this estimate slightly.
+        current = float(level) - (time.time() - float(updated)) * limits.drain
+        return min(1.0, max(0.0, current / limits.capacity))
+
     async def request_refused(self, portal: str, limits: Limits) -> None:
         ttl = int(1000 * (limits.burst / limits.drain + 60))
         await self._fill(keys=[self._bucket(portal)], args=[limits.burst, ttl])

@@ -13,6 +13,8 @@ The re-run is safe: the run counts as repeated, so the robot first looks for wha
 
 from __future__ import annotations
 
+import asyncio
+
 import procrastinate
 
 from b24bridge.context import current
@@ -24,7 +26,13 @@ log = get_logger(__name__)
 
 # Heartbeats every 2 s; a worker silent for 10 s is dead. Frequent enough to re-run a killed worker's robot
 # well within a typical robot timeout, cheap enough (one UPDATE per worker every 2 s).
-WORKER_DEFAULTS: dict[str, float] = {"update_heartbeat_interval": 2.0, "stalled_worker_timeout": 10.0}
+# On shutdown (SIGTERM, a deploy) running jobs get a few seconds to finish; the rest are cancelled and retried
+# (see ``_RETRY``), so a stopping process neither hangs on jobs waiting for the portal's limits nor loses them.
+WORKER_DEFAULTS: dict[str, float] = {
+    "update_heartbeat_interval": 2.0,
+    "stalled_worker_timeout": 10.0,
+    "shutdown_graceful_timeout": 5.0,
+}
 STALLED_AFTER = 10.0
 
 # Waits 3, 5, 9, 17, 33... seconds (1 + 2^(n+1)); the client has already retried each call within its own budget.
@@ -34,7 +42,13 @@ _RETRY = procrastinate.RetryStrategy(max_attempts=8, wait=1, exponential_wait=2,
 async def run(run_id: int) -> None:
     from .service import execute_run
 
-    await execute_run(run_id)
+    try:
+        await execute_run(run_id)
+    except asyncio.CancelledError:
+        # Cut short by the worker's shutdown: back to the queue. The re-run finds what this attempt wrote
+        # (ORIGIN_ID), so nothing is done twice.
+        log.info("robots.run_interrupted", run_id=run_id)
+        raise RetryRun("worker shut down during the run") from None
 
 
 async def retry_stalled(timestamp: int) -> None:

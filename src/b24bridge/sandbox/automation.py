@@ -8,6 +8,8 @@ has no UI, so rules are created through the control API:
 * ``POST /_sandbox/deals/{id}/stage`` ``{stage_id, user_id?}`` moves a deal: with ``user_id`` as that user would in
   the kanban; without it as automation does (a robot or workflow changing the stage), so the events it causes carry
   no tokens (REFERENCE 7.2).
+* ``POST /_sandbox/deals/move`` ``{deal_ids, stage_id, over_seconds?, user_id?}`` moves many deals, spread evenly
+  over ``over_seconds`` (answers 202 at once): load generated inside the portal, as a busy sales team would.
 * ``GET /_sandbox/workflows[?status=&rule_id=&document_id=&settle=1]`` and ``GET /_sandbox/workflows/{id}``.
 
 A rule fires when a document *enters* its stage: created in it, or updated with a changed STAGE_ID (REFERENCE 5,
@@ -17,6 +19,7 @@ CRM automation semantics); the category must match too. Each matching rule start
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -174,24 +177,63 @@ async def move_deal(request: Request) -> Response:
     sandbox = portal(request)
     deal_id = int(request.path_params["deal_id"])
     data = await body_of(request)
+    stage_id, actor = _move_args(sandbox, data)
+    record = sandbox.world.records("DEAL").get(deal_id)
+    if record is None:
+        raise ControlError(f"no deal {deal_id}", 404)
+    known = set(sandbox.world.workflows)
+    _move(sandbox, deal_id, stage_id, actor)
+    started = [wf_id for wf_id in sandbox.world.workflows if wf_id not in known]
+    return reply({"deal": record, "workflows": started})
+
+
+@control
+async def move_deals(request: Request) -> Response:
+    """Move many deals into a stage, spread evenly over ``over_seconds`` (a load generator inside the portal).
+
+    ``{deal_ids: [...], stage_id, over_seconds?: 0, user_id?}``; answers at once with what was scheduled.
+    """
+    sandbox = portal(request)
+    data = await body_of(request)
+    stage_id, actor = _move_args(sandbox, data)
+    ids = data.get("deal_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise ControlError("deal_ids must be a list of deal ids")
+    missing = [i for i in ids if i not in sandbox.world.records("DEAL")]
+    if missing:
+        raise ControlError(f"no deals {missing[:10]}", 404)
+    over = float(data.get("over_seconds", 0))
+    if over < 0:
+        raise ControlError("over_seconds must not be negative")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        start, step = loop.time(), over / max(1, len(ids))
+        for index, deal_id in enumerate(ids):
+            await asyncio.sleep(max(0.0, start + index * step - loop.time()))
+            _move(sandbox, deal_id, stage_id, actor)
+
+    sandbox.spawn(run())
+    return reply({"scheduled": len(ids), "over_seconds": over}, 202)
+
+
+def _move_args(sandbox: Sandbox, data: dict[str, Any]) -> tuple[str, int | None]:
     stage_id = data.get("stage_id")
     if not isinstance(stage_id, str) or not stage_id:
         raise ControlError("stage_id is required")
-    deals = sandbox.world.records("DEAL")
-    record = deals.get(deal_id)
-    if record is None:
-        raise ControlError(f"no deal {deal_id}", 404)
     actor = None if data.get("user_id") is None else _int_field(data, "user_id", 1)
     if actor is not None and actor not in sandbox.world.users:
         raise ControlError(f"no user {actor}")
-    user_id = 1 if actor is None else actor
-    known = set(sandbox.world.workflows)
-    if record.get("STAGE_ID") != stage_id:
-        before = copy.deepcopy(record)
-        _apply_move(sandbox, record, before, stage_id, user_id)
-        sandbox.crm_changed("DEAL", "UPDATE", deal_id, before, copy.deepcopy(record), actor_user_id=actor)
-    started = [wf_id for wf_id in sandbox.world.workflows if wf_id not in known]
-    return reply({"deal": record, "workflows": started})
+    return stage_id, actor
+
+
+def _move(sandbox: Sandbox, deal_id: int, stage_id: str, actor: int | None) -> None:
+    record = sandbox.world.records("DEAL").get(deal_id)
+    if record is None or record.get("STAGE_ID") == stage_id:
+        return
+    before = copy.deepcopy(record)
+    _apply_move(sandbox, record, before, stage_id, 1 if actor is None else actor)
+    sandbox.crm_changed("DEAL", "UPDATE", deal_id, before, copy.deepcopy(record), actor_user_id=actor)
 
 
 def _apply_move(sandbox: Sandbox, record: dict[str, Any], before: dict[str, Any], stage: str, user_id: int) -> None:
@@ -239,6 +281,7 @@ control_routes: list[BaseRoute] = [
     Route("/_sandbox/automation/rules", list_rules, methods=["GET"]),
     Route("/_sandbox/automation/rules/{rule_id:int}", delete_rule, methods=["DELETE"]),
     Route("/_sandbox/deals/{deal_id:int}/stage", move_deal, methods=["POST"]),
+    Route("/_sandbox/deals/move", move_deals, methods=["POST"]),
     Route("/_sandbox/workflows", list_workflows, methods=["GET"]),
     Route("/_sandbox/workflows/{workflow_id}", get_workflow, methods=["GET"]),
 ]
