@@ -12,9 +12,12 @@ import sys
 from collections import Counter
 
 from b24bridge.bitrix import BitrixClient, WebhookAuth, errors
+from b24bridge.observability import configure_logging
 
 
 async def main(url: str, count: int, redis_url: str | None) -> None:
+    # Quiet: the parent reads only the last line, and a full pipe would stall this process.
+    configure_logging("WARNING", "json")
     limiter = None
     if redis_url:
         from redis.asyncio import Redis

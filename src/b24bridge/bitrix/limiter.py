@@ -55,8 +55,11 @@ class Limiter(Protocol):
         """How many calls of ``method`` fit in its budget now (None: no limit known)."""
         ...
 
-    async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
-        """What the portal reported in ``time.operating`` / ``operating_reset_at`` for ``method``."""
+    async def record_operating(
+        self, portal: str, method: str, operating: float, reset_at: float | None, cost: float | None = None
+    ) -> None:
+        """What the portal reported in ``time.operating`` / ``operating_reset_at`` for ``method``, and what one
+        call of it cost when that is known (see ``Portal._note_operating``)."""
         ...
 
     async def method_blocked(self, portal: str, method: str, reset_at: float | None) -> None:
@@ -164,12 +167,14 @@ class MemoryLimiter:
     async def method_allowance(self, portal: str, method: str, limits: Limits) -> int | None:
         return self.state_of(portal, method).allowance(self.now(), limits.operating_limit)
 
-    async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
+    async def record_operating(
+        self, portal: str, method: str, operating: float, reset_at: float | None, cost: float | None = None
+    ) -> None:
         op = self.state_of(portal, method)
-        step = operating - op.used
-        # Reports arrive in order within a batch; the step between two is one call's cost.
-        if step > 0:
-            op.avg_cost = step if op.avg_cost == 0 else max(0.8 * op.avg_cost + 0.2 * step, step * 0.5)
+        # The cost is measured by the caller, never derived from two reports here: other processes' calls land
+        # between our reports and would count as ours.
+        if cost is not None and cost > 0:
+            op.avg_cost = cost if op.avg_cost == 0 else 0.8 * op.avg_cost + 0.2 * cost
         op.used = operating
         op.reset_at = reset_at
 

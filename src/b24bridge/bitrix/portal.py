@@ -222,13 +222,23 @@ class Portal:
             for name in methods:
                 await self.client.limiter.method_blocked(self.key, name, exc.reset_at)
 
-    async def _note_operating(self, method: str, timing: Mapping[str, Any]) -> None:
+    async def _note_operating(self, method: str, timing: Mapping[str, Any], previous: float | None = None) -> None:
+        """Report a method's operating time to the limiter.
+
+        One call's cost is the step from ``previous``, the operating time the command before it (same method, same
+        batch) reported: commands of a batch run one after another. A lone answer has no such step; there the
+        portal's own ``processing`` time (what the budget is fed from) is the estimate.
+        """
         operating = timing.get("operating")
         if operating is None:
             return
         reset_at = timing.get("operating_reset_at")
+        if previous is not None:
+            cost: float | None = float(operating) - previous
+        else:
+            cost = float(timing["processing"]) if timing.get("processing") is not None else None
         await self.client.limiter.record_operating(
-            self.key, method, float(operating), float(reset_at) if reset_at is not None else None
+            self.key, method, float(operating), float(reset_at) if reset_at is not None else None, cost
         )
         metrics.OPERATING.labels(self.key, method).set(float(operating))
 
@@ -347,10 +357,12 @@ class Portal:
         nexts = _section(sections, "result_next")
         times = _section(sections, "result_time")
         results: dict[str, CommandResult] = {}
+        last_operating: dict[str, float] = {}
         for key, method in methods.items():
             timing = times.get(key) or {}
-            if isinstance(timing, dict):
-                await self._note_operating(method, timing)
+            if isinstance(timing, dict) and timing.get("operating") is not None:
+                await self._note_operating(method, timing, last_operating.get(method))
+                last_operating[method] = float(timing["operating"])
             if key in failures:
                 error = errors.command_error(method, failures[key], portal=self.key, idempotent=is_idempotent(method))
                 results[key] = CommandResult(error=error, time=timing)

@@ -106,8 +106,10 @@ class RedisLimiter:
         if shared[2] is not None:
             local.blocked_until = max(local.blocked_until, float(shared[2]))
 
-    async def record_operating(self, portal: str, method: str, operating: float, reset_at: float | None) -> None:
-        await self._local.record_operating(portal, method, operating, reset_at)
+    async def record_operating(
+        self, portal: str, method: str, operating: float, reset_at: float | None, cost: float | None = None
+    ) -> None:
+        await self._local.record_operating(portal, method, operating, reset_at, cost)
         await self._record(
             keys=[self._method(portal, method)], args=[operating, "" if reset_at is None else reset_at, time.time()]
         )
