@@ -213,8 +213,9 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric_level)
-    # Chatty third-party INFO output that says nothing an operator needs.
-    for name in ("pgserver", "alembic.runtime.plugins"):
+    # Chatty third-party INFO output that says nothing an operator needs. procrastinate logs every job's start
+    # and end (the stalled-job sweeper alone runs every 5 s); the run log keeps what matters of robot jobs.
+    for name in ("pgserver", "alembic.runtime.plugins", "procrastinate"):
         logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
     # uvicorn installs its own handlers when given a log_config; make sure its records reach ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
