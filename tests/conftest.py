@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL for the session, and Redis when one is configured.
+"""Shared fixtures: a real PostgreSQL for the session, Redis when one is configured, an app handler endpoint.
 
 Sandbox fixtures live in ``tests/sandbox/conftest.py``.
 """
@@ -17,6 +17,7 @@ from psycopg import sql
 from b24bridge import migrations
 from b24bridge.db import Database, EmbeddedPostgres, libpq_url
 from b24bridge.settings import Settings
+from tests.livehttp import Receiver, serve
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -61,11 +62,21 @@ def make_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture(scope="session")
-def database_url(make_database: Callable[[], str]) -> str:
+def make_migrated_database(make_database: Callable[[], str]) -> Callable[[], str]:
+    """Factory creating a fresh database with all migrations applied."""
+
+    def make() -> str:
+        url = make_database()
+        migrations.upgrade(url)
+        return url
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def database_url(make_migrated_database: Callable[[], str]) -> str:
     """A database for this test session with all migrations applied."""
-    url = make_database()
-    migrations.upgrade(url)
-    return url
+    return make_migrated_database()
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +93,9 @@ def redis_url() -> str:
     if not url:
         pytest.skip("B24BRIDGE_TEST_REDIS_URL not set: Redis cases need a Redis server")
     return url
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An application's handler endpoint on loopback, recording every request."""
+    yield from serve(Receiver())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -22,6 +22,37 @@ def free_socket() -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+def serve(server: S) -> Iterator[S]:
+    """The body of a fixture owning one server: ``yield from serve(...)`` yields it and stops it afterwards."""
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def serve_many(start: Callable[..., S]) -> Iterator[Callable[..., S]]:
+    """The body of a factory fixture: yields ``start``; every server it started is stopped afterwards."""
+    started: list[S] = []
+
+    def make(*args: Any, **kwargs: Any) -> S:
+        server = start(*args, **kwargs)
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()
 
 
 class LiveServer:

@@ -15,10 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from b24bridge.sandbox.app import create_app
-from b24bridge.sandbox.config import SandboxConfig
-from b24bridge.sandbox.runtime import Sandbox
-from tests.livehttp import LiveServer, Receiver
+from tests.livehttp import Receiver, serve
 from tests.sandbox.conftest import LiveSandbox
 
 # The faithful Bitrix24 cloud request-rate limit (REFERENCE 2.1); the limit tests must use these values.
@@ -89,18 +86,9 @@ class Recorder:
 class PeerSandbox(LiveSandbox):
     """``LiveSandbox`` whose ASGI app is wrapped in a ``Recorder``."""
 
-    def __init__(self, **config: Any) -> None:
-        self.config_overrides = config
-
-        def factory(port: int) -> Any:
-            self.portal = Sandbox(SandboxConfig(port=port, **config))
-            self.portal.bootstrap()
-            self.recorder = Recorder(create_app(sandbox=self.portal))
-            return self.recorder
-
-        LiveServer.__init__(self, factory)
-        self.http = httpx.Client(base_url=self.base_url, timeout=30)
-        self.refresh_info()
+    def wrap(self, app: Any) -> Any:
+        self.recorder = Recorder(app)
+        return self.recorder
 
     @property
     def domain(self) -> str:
@@ -219,19 +207,10 @@ class Hammer:
 
 @pytest.fixture(scope="session")
 def _peer_sandbox() -> Iterator[PeerSandbox]:
-    live = PeerSandbox(limits_enabled=False)
-    yield live
-    live.stop()
+    yield from serve(PeerSandbox(limits_enabled=False))
 
 
 @pytest.fixture
 def peer(_peer_sandbox: PeerSandbox) -> PeerSandbox:
     """A freshly reset portal (limits off, empty recorder)."""
     return _peer_sandbox.fresh()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.stop()

@@ -6,45 +6,45 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psycopg
 import pytest
 
-from b24bridge import migrations
 from b24bridge.app import create_app
 from b24bridge.context import Context, open_context
 from b24bridge.portals import crypto
 from b24bridge.settings import Settings
-from tests.livehttp import LiveServer
+from tests.livehttp import LiveServer, serve, serve_many
 from tests.sandbox.conftest import LiveSandbox
 
 KEY = "k1:" + crypto.new_key()
 
 
 @pytest.fixture(scope="module")
-def portals_db(make_database: Callable[[], str]) -> str:
+def portals_db(make_migrated_database: Callable[[], str]) -> str:
     """A database of this module's own: the sandbox's member_id is the same in every test."""
-    url = make_database()
-    migrations.upgrade(url)
-    return url
+    return make_migrated_database()
 
 
 @pytest.fixture(scope="module")
 def _portal_sandbox() -> Iterator[LiveSandbox]:
-    live = LiveSandbox(limits_enabled=False)
-    yield live
-    live.stop()
+    yield from serve(LiveSandbox(limits_enabled=False))
+
+
+def fresh(sandbox: LiveSandbox, database_url: str, tables: tuple[str, ...]) -> LiveSandbox:
+    """Reset the sandbox and empty ``tables`` (in that order) of the bridge's database."""
+    sandbox.reset()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for table in tables:
+            conn.execute(f"DELETE FROM {table}")
+    return sandbox
 
 
 @pytest.fixture
 def sandbox(_portal_sandbox: LiveSandbox, portals_db: str) -> LiveSandbox:
-    _portal_sandbox.reset()
-    with psycopg.connect(portals_db, autocommit=True) as conn:
-        conn.execute("DELETE FROM portal_events")
-        conn.execute("DELETE FROM portals")
-    return _portal_sandbox
+    return fresh(_portal_sandbox, portals_db, ("portal_events", "portals"))
 
 
 class Bridge:
@@ -73,7 +73,7 @@ class Bridge:
         }
         return Settings(**{**values, **overrides})
 
-    def start(self) -> Bridge:
+    def start(self) -> Self:
         def factory(port: int) -> Any:
             base = f"http://127.0.0.1:{port}"
             self.app = self.sandbox.control(
@@ -129,16 +129,7 @@ class Bridge:
 
 @pytest.fixture
 def bridge_factory(sandbox: LiveSandbox, portals_db: str, tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
-    started: list[Bridge] = []
-
-    def make(**app: Any) -> Bridge:
-        bridge = Bridge(sandbox, portals_db, tmp_path, **app).start()
-        started.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in started:
-        bridge.stop()
+    yield from serve_many(lambda **app: Bridge(sandbox, portals_db, tmp_path, **app).start())
 
 
 @pytest.fixture

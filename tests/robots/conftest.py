@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
-from b24bridge import migrations
 from b24bridge.robots.definitions.create_contact import CODE
-from b24bridge.sandbox import tokens
-from tests.portals.conftest import Bridge, rows
+from tests.livehttp import serve, serve_many
+from tests.portals.conftest import Bridge, fresh, rows
 from tests.sandbox.conftest import LiveSandbox
+from tests.sandbox.helpers import issue_token
 
 STAGE = "PREPARATION"
 PERSON = {
@@ -55,41 +54,24 @@ class RobotBridge(Bridge):
 
 
 @pytest.fixture(scope="module")
-def robots_db(make_database: Callable[[], str]) -> str:
-    url = make_database()
-    migrations.upgrade(url)
-    return url
+def robots_db(make_migrated_database: Callable[[], str]) -> str:
+    return make_migrated_database()
 
 
 @pytest.fixture(scope="module")
 def _robots_sandbox() -> Iterator[LiveSandbox]:
-    live = LiveSandbox(limits_enabled=False)
-    yield live
-    live.stop()
+    yield from serve(LiveSandbox(limits_enabled=False))
 
 
 @pytest.fixture
 def sandbox(_robots_sandbox: LiveSandbox, robots_db: str) -> LiveSandbox:
-    _robots_sandbox.reset()
-    with psycopg.connect(robots_db, autocommit=True) as conn:
-        for table in ("run_calls", "runs", "robot_registrations", "portal_events", "portals", "procrastinate_jobs"):
-            conn.execute(f"DELETE FROM {table}")
-    return _robots_sandbox
+    tables = ("run_calls", "runs", "robot_registrations", "portal_events", "portals", "procrastinate_jobs")
+    return fresh(_robots_sandbox, robots_db, tables)
 
 
 @pytest.fixture
 def bridge_factory(sandbox: LiveSandbox, robots_db: str, tmp_path: Path) -> Iterator[Callable[..., RobotBridge]]:
-    started: list[RobotBridge] = []
-
-    def make(**options: Any) -> RobotBridge:
-        bridge = RobotBridge(sandbox, robots_db, tmp_path, api_only=True, **options)
-        bridge.start()
-        started.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in started:
-        bridge.stop()
+    yield from serve_many(lambda **options: RobotBridge(sandbox, robots_db, tmp_path, api_only=True, **options).start())
 
 
 @pytest.fixture
@@ -100,15 +82,9 @@ def bridge(bridge_factory: Callable[..., RobotBridge]) -> RobotBridge:
 # --- talking to the sandbox -----------------------------------------------------------------------------------
 
 
-def app_token(sandbox: LiveSandbox, client_id: str) -> str:
-    """A fresh access token of the application (what an admin's browser would hold), for app-context methods."""
-    app = sandbox.portal.world.apps[client_id]
-    return tokens.issue(sandbox.portal, app, 1).access.token
-
-
 def robot_codes(sandbox: LiveSandbox, client_id: str) -> list[str]:
     answer = httpx.post(
-        f"{sandbox.base_url}/rest/bizproc.robot.list", json={"auth": app_token(sandbox, client_id)}, timeout=10
+        f"{sandbox.base_url}/rest/bizproc.robot.list", json={"auth": issue_token(sandbox, client_id)}, timeout=10
     )
     assert answer.status_code == 200, answer.text
     return list(answer.json()["result"])

@@ -11,7 +11,7 @@ import pytest
 from b24bridge.sandbox.app import create_app
 from b24bridge.sandbox.config import SandboxConfig
 from b24bridge.sandbox.runtime import Sandbox
-from tests.livehttp import LiveServer, Receiver
+from tests.livehttp import LiveServer, serve, serve_many
 
 
 class LiveSandbox(LiveServer):
@@ -23,11 +23,15 @@ class LiveSandbox(LiveServer):
         def factory(port: int) -> Any:
             self.portal = Sandbox(SandboxConfig(port=port, **config))
             self.portal.bootstrap()
-            return create_app(sandbox=self.portal)
+            return self.wrap(create_app(sandbox=self.portal))
 
         super().__init__(factory)
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
         self.refresh_info()
+
+    def wrap(self, app: Any) -> Any:
+        """The ASGI app to serve in place of the sandbox's own (subclasses may wrap it)."""
+        return app
 
     def refresh_info(self) -> dict[str, Any]:
         self.info = self.control("GET", "/_sandbox/")
@@ -75,9 +79,7 @@ _RUNTIME_KEYS = {
 
 @pytest.fixture(scope="session")
 def _shared_sandbox() -> Iterator[LiveSandbox]:
-    live = LiveSandbox(limits_enabled=False)
-    yield live
-    live.stop()
+    yield from serve(LiveSandbox(limits_enabled=False))
 
 
 @pytest.fixture
@@ -89,20 +91,4 @@ def sandbox(_shared_sandbox: LiveSandbox) -> LiveSandbox:
 
 @pytest.fixture
 def sandbox_factory() -> Iterator[Callable[..., LiveSandbox]]:
-    started: list[LiveSandbox] = []
-
-    def start(**config: Any) -> LiveSandbox:
-        live = LiveSandbox(**config)
-        started.append(live)
-        return live
-
-    yield start
-    for live in started:
-        live.stop()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.stop()
+    yield from serve_many(LiveSandbox)

@@ -6,63 +6,11 @@ The install/uninstall calls are awaited by the control API, so the Receiver hold
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from tests.livehttp import Receiver
 from tests.sandbox.conftest import LiveSandbox
-
-INSTALL_AUTH_KEYS = [
-    "access_token",
-    "expires",
-    "expires_in",
-    "scope",
-    "domain",
-    "server_endpoint",
-    "status",
-    "client_endpoint",
-    "member_id",
-    "user_id",
-    "refresh_token",
-    "application_token",
-]
-
-
-# --- helpers shared by the OAuth and events tests --------------------------------------------------------
-
-
-def register(sandbox: LiveSandbox, **fields: Any) -> dict[str, Any]:
-    app: dict[str, Any] = sandbox.control("POST", "/_sandbox/apps", {"name": "Test app", **fields})
-    return app
-
-
-def install(sandbox: LiveSandbox, client_id: str, **body: Any) -> dict[str, Any]:
-    result: dict[str, Any] = sandbox.control("POST", f"/_sandbox/apps/{client_id}/install", body)
-    return result
-
-
-def form(request: dict[str, Any]) -> dict[str, str]:
-    fields: dict[str, str] = dict(request["form"])
-    return fields
-
-
-def installed_app(
-    sandbox: LiveSandbox, receiver: Receiver, scopes: list[str] | None = None, **fields: Any
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """An API-only app installed by the admin: (app, the ONAPPINSTALL form it received)."""
-    app = register(
-        sandbox, install_url=receiver.url("/install"), api_only=True, scopes=scopes or ["crm", "user"], **fields
-    )
-    install(sandbox, app["client_id"])
-    got = receiver.wait_for(1, path="/install")
-    return app, form(got[-1])
-
-
-def rest(sandbox: LiveSandbox, method: str, access_token: str, **params: Any) -> httpx.Response:
-    return sandbox.http.post(f"/rest/{method}", json={**params, "auth": access_token})
-
+from tests.sandbox.helpers import INSTALL_AUTH_KEYS, form, install, installed_app, register, rest
 
 # --- tests -----------------------------------------------------------------------------------------------
 

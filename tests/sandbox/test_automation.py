@@ -9,7 +9,8 @@ from b24bridge.sandbox import bizproc_runtime
 from b24bridge.sandbox.state import World
 from tests.livehttp import Receiver
 from tests.sandbox.conftest import LiveSandbox
-from tests.sandbox.test_bizproc import app_token, rest
+from tests.sandbox.helpers import INSTALL_AUTH_KEYS, app_token
+from tests.sandbox.test_bizproc import rest
 
 PROPERTIES = {
     "phone": {"Name": "Phone", "Type": "string", "Default": "{=Document:TITLE}"},
@@ -88,23 +89,7 @@ def test_robot_call_has_the_documented_fields_and_event_send_completes(
         "use_subscription",
         "timeout_duration",
         "ts",
-        *[
-            f"auth[{k}]"
-            for k in (
-                "access_token",
-                "expires",
-                "expires_in",
-                "scope",
-                "domain",
-                "server_endpoint",
-                "status",
-                "client_endpoint",
-                "member_id",
-                "user_id",
-                "refresh_token",
-                "application_token",
-            )
-        ],
+        *[f"auth[{k}]" for k in INSTALL_AUTH_KEYS],
     ]
     assert form["code"] == "send_sms"
     assert [form[f"document_id[{i}]"] for i in range(3)] == ["crm", "CCrmDocumentDeal", f"DEAL_{deal_id}"]

@@ -7,23 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from b24bridge.sandbox import tokens
 from tests.sandbox.conftest import LiveSandbox
+from tests.sandbox.helpers import app_token
 
 HANDLER = "https://app.example.com/robots/send_sms"
-
-
-def app_token(sandbox: LiveSandbox, user_id: int = 1) -> str:
-    """Install the pre-registered app through the control API, then take a token of ``user_id`` for it.
-
-    The token is minted in-process with the same ``tokens.issue`` the install/OAuth flows use, so the tests do not
-    depend on the OAuth server's flow.
-    """
-    sandbox.control("POST", f"/_sandbox/apps/{sandbox.client_id}/install", {})
-    portal = sandbox.portal
-    app = portal.world.apps[sandbox.client_id]
-    assert app.installed
-    return tokens.issue(portal, app, user_id).access.token
 
 
 def rest(sandbox: LiveSandbox, auth: str, method: str, params: dict[str, Any] | None = None) -> httpx.Response:

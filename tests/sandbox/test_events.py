@@ -6,21 +6,7 @@ from typing import Any
 
 from tests.livehttp import Receiver
 from tests.sandbox.conftest import LiveSandbox
-from tests.sandbox.test_apps import form, installed_app, register, rest
-
-EVENT_AUTH_KEYS = [
-    "access_token",
-    "expires",
-    "expires_in",
-    "scope",
-    "domain",
-    "server_endpoint",
-    "status",
-    "client_endpoint",
-    "member_id",
-    "user_id",
-    "application_token",
-]
+from tests.sandbox.helpers import EVENT_AUTH_KEYS, form, installed_app, register, rest
 
 
 def _token(sandbox: LiveSandbox, receiver: Receiver, **fields: Any) -> tuple[dict[str, Any], str, dict[str, str]]:
