@@ -59,6 +59,14 @@ def _app(sandbox: Sandbox, client_id: str) -> Application:
     return app
 
 
+def _installed_app(request: Request, hint: str = "") -> Application:
+    """The application of the request's ``client_id``, which must be on the portal (409 otherwise)."""
+    app = _app(portal(request), request.path_params["client_id"])
+    if not on_portal(app):
+        raise ControlError(f"application {app.client_id} is not installed{hint}", 409)
+    return app
+
+
 def _url(data: dict[str, Any], key: str) -> str:
     value = str(data.get(key) or "")
     if value and urlsplit(value).scheme not in ("http", "https"):
@@ -197,10 +205,7 @@ async def install_endpoint(request: Request) -> Response:
 
 @control
 async def install_finish_endpoint(request: Request) -> Response:
-    sandbox = portal(request)
-    app = _app(sandbox, request.path_params["client_id"])
-    if not on_portal(app):
-        raise ControlError(f"application {app.client_id} is not installed; install it first", 409)
+    app = _installed_app(request, "; install it first")
     app.installed = True
     return reply(view(app))
 
@@ -250,12 +255,9 @@ async def uninstall(sandbox: Sandbox, app: Application, clean: bool) -> dict[str
 
 @control
 async def uninstall_endpoint(request: Request) -> Response:
-    sandbox = portal(request)
-    app = _app(sandbox, request.path_params["client_id"])
-    if not on_portal(app):
-        raise ControlError(f"application {app.client_id} is not installed", 409)
+    app = _installed_app(request)
     data = await body_of(request)
-    return reply(await uninstall(sandbox, app, bool(data.get("clean", False))))
+    return reply(await uninstall(portal(request), app, bool(data.get("clean", False))))
 
 
 control_routes: list[BaseRoute] = [

@@ -256,12 +256,17 @@ def event_offline_list(call: Call) -> Any:
     return [_row_view(call, r) for r in _offline_rows(call)[: _limit(call)]]
 
 
-@rest_method("event.offline.clear", auth="app")
-def event_offline_clear(call: Call) -> Any:
+def _process_and_messages(call: Call) -> tuple[str, set[str]]:
+    """``process_id`` (required) and the set of ``message_id`` values of an offline-queue write."""
     process_id = _text(call, "process_id")
     if not process_id:
         raise _argument_null("PROCESS_ID")
-    messages = {str(m) for m in as_list(call.param("message_id"))}
+    return process_id, {str(m) for m in as_list(call.param("message_id"))}
+
+
+@rest_method("event.offline.clear", auth="app")
+def event_offline_clear(call: Call) -> Any:
+    process_id, messages = _process_and_messages(call)
     own = {id(r) for r in _offline_rows(call)}
     call.world.offline_events[:] = [
         r
@@ -273,10 +278,7 @@ def event_offline_clear(call: Call) -> Any:
 
 @rest_method("event.offline.error", auth="app")
 def event_offline_error(call: Call) -> Any:
-    process_id = _text(call, "process_id")
-    if not process_id:
-        raise _argument_null("PROCESS_ID")
-    messages = {str(m) for m in as_list(call.param("message_id"))}
+    process_id, messages = _process_and_messages(call)
     for row in _offline_rows(call):
         if row.get("process_id") == process_id and row["MESSAGE_ID"] in messages:
             row["error"], row["process_id"] = 1, None
