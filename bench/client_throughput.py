@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
+
+from _common import ServerProcess, free_port, wait_serving
 
 WRITE_COST = 0.05  # the sandbox's default operating-time cost of a write (SandboxConfig.cost_of)
 BURST, DRAIN = 50, 2.0  # cloud plan (REFERENCE 2.1)
@@ -60,13 +61,6 @@ def serve(port: int) -> None:
     uvicorn.run(create_app(sandbox=portal), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def control(base: str, path: str) -> Any:
     with urllib.request.urlopen(f"{base}{path}", timeout=10) as response:
         return json.loads(response.read())
@@ -76,15 +70,7 @@ def created(base: str) -> int:
     return int(control(base, "/_sandbox/crm/counts")["counts"].get("CONTACT", 0))
 
 
-@dataclass
-class Server:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
+class Server(ServerProcess):
     @property
     def webhook(self) -> str:
         return str(control(self.base, "/_sandbox/")["webhooks"][0]["url"])
@@ -101,31 +87,17 @@ class Server:
         limits = control(self.base, "/_sandbox/limits")
         return int(limits["refused_requests"]), int(limits["refused_operating"])
 
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
 
 def start_sandbox() -> Server:
     port = free_port()
     process = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(port)])
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                server = Server(port, process)
-                server.check_limits()
-                return server
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"sandbox exited with {process.returncode}") from None
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("sandbox did not start")
+
+    def ready() -> Server:
+        server = Server(port, process)
+        server.check_limits()
+        return server
+
+    return wait_serving(process, port, "sandbox", ready)
 
 
 # --- outcomes --------------------------------------------------------------------------------------------------
@@ -260,24 +232,25 @@ def our_limits(margin: int | None) -> Any:
     return Limits() if margin is None else Limits(bucket_margin=margin)
 
 
+async def add_contact(portal: Any, tally: Tally, i: int) -> None:
+    """One ``crm.contact.add`` through our client, counted in ``tally``."""
+    tally.begin()
+    try:
+        value = await portal.call("crm.contact.add", {"fields": item(i)})
+    except Exception as exc:
+        tally.outcome(exc=exc)
+    else:
+        tally.outcome(value)
+
+
 async def our_full_run(url: str, calls: int, margin: int | None) -> tuple[float, Tally, dict[str, float]]:
     from b24bridge.bitrix import BitrixClient, WebhookAuth
 
     tally = Tally()
-
-    async def one(i: int) -> None:
-        tally.begin()
-        try:
-            value = await portal.call("crm.contact.add", {"fields": item(i)})
-        except Exception as exc:
-            tally.outcome(exc=exc)
-        else:
-            tally.outcome(value)
-
     async with BitrixClient() as client:
         portal = client.portal(WebhookAuth(url), limits=our_limits(margin))
         began = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(calls)))
+        await asyncio.gather(*(add_contact(portal, tally, i) for i in range(calls)))
         elapsed = time.perf_counter() - began
     return elapsed, tally, our_metrics(portal.key)
 
@@ -290,14 +263,7 @@ async def our_window(server: Server, window: float, concurrency: int, margin: in
 
     async def worker(deadline: float) -> None:
         while time.monotonic() < deadline:
-            i = next(numbers)
-            tally.begin()
-            try:
-                value = await portal.call("crm.contact.add", {"fields": item(i)})
-            except Exception as exc:
-                tally.outcome(exc=exc)
-            else:
-                tally.outcome(value)
+            await add_contact(portal, tally, next(numbers))
 
     async with BitrixClient() as client:
         portal = client.portal(WebhookAuth(server.webhook), limits=our_limits(margin))

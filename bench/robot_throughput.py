@@ -33,17 +33,11 @@ from typing import Any
 
 import httpx
 
+from _common import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BURST, DRAIN, PER_BATCH, CALLS_PER_RUN = 50, 2.0, 50, 2  # cloud plan (REFERENCE 2.1); contact.add + event.send
 STAGE = "PREPARATION"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bound_seconds(runs: int, commands_per_request: int) -> float:

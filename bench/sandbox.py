@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from _common import ServerProcess, free_port, wait_serving
 
 BASELINE_BODY = b'{"result":{"ID":"1","NAME":"Admin"},"time":{"start":1.0,"finish":1.0}}'
 
@@ -76,45 +77,15 @@ def serve(kind: str, port: int) -> None:
 # --- orchestration -------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
-class Server:
+class Server(ServerProcess):
     kind: str
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def start(kind: str) -> Server:
     port = free_port()
     process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)])
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return Server(kind, port, process)
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"{kind} server exited with {process.returncode}") from None
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"{kind} server did not start")
+    return wait_serving(process, port, f"{kind} server", lambda: Server(port, process, kind))
 
 
 def http_json(url: str, body: Any = None) -> Any:
