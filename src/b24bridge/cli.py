@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
+from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from b24bridge import __version__
 from b24bridge.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
 
 app = typer.Typer(name="b24bridge", help="Self-hosted Bitrix24 integration service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -45,6 +48,20 @@ def _logging(settings: Settings) -> None:
     from b24bridge.observability import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+
+
+def _run(job: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Load the settings, set up logging, and run ``job(settings)`` to completion."""
+    settings = _settings()
+    _logging(settings)
+    return asyncio.run(job(settings))
+
+
+def _print_found(found: object | None, missing: str) -> None:
+    """Print what a ``show`` command found; exit 1 with ``missing`` when there is nothing."""
+    if found is None:
+        _fail(missing, 1)
+    Console().print(found)
 
 
 def _encryption_keys(settings: Settings) -> None:
@@ -163,9 +180,7 @@ def portals_list(
     """List installed portals (no secrets are shown)."""
     from b24bridge.portals import cli as portals_cli
 
-    settings = _settings()
-    _logging(settings)
-    Console().print(asyncio.run(portals_cli.table(settings, status)))
+    Console().print(_run(lambda settings: portals_cli.table(settings, status)))
 
 
 @portals_app.command("show")
@@ -173,12 +188,7 @@ def portals_show(member_id: Annotated[str, typer.Argument(help="The portal's mem
     """Show one portal and its recent history (no secrets are shown)."""
     from b24bridge.portals import cli as portals_cli
 
-    settings = _settings()
-    _logging(settings)
-    found = asyncio.run(portals_cli.detail(settings, member_id))
-    if found is None:
-        _fail(f"no portal {member_id}", 1)
-    Console().print(found)
+    _print_found(_run(lambda settings: portals_cli.detail(settings, member_id)), f"no portal {member_id}")
 
 
 # --- robots and runs ----------------------------------------------------------------------------------------------
@@ -196,9 +206,7 @@ def robots_sync(
     """Register declared robots in portals: add missing, update changed, delete undeclared (idempotent)."""
     from b24bridge.robots import cli as robots_cli
 
-    settings = _settings()
-    _logging(settings)
-    report, ok = asyncio.run(robots_cli.sync(settings, portal))
+    report, ok = _run(lambda settings: robots_cli.sync(settings, portal))
     Console().print(report)
     if not ok:
         raise typer.Exit(1)
@@ -211,9 +219,7 @@ def robots_list(
     """Declared robots versus those registered in each portal."""
     from b24bridge.robots import cli as robots_cli
 
-    settings = _settings()
-    _logging(settings)
-    Console().print(asyncio.run(robots_cli.states(settings, portal)))
+    Console().print(_run(lambda settings: robots_cli.states(settings, portal)))
 
 
 @runs_app.command("list")
@@ -230,9 +236,7 @@ def runs_list(
 
     if status is not None and status not in STATUSES:
         _fail(f"--status must be one of {', '.join(STATUSES)}")
-    settings = _settings()
-    _logging(settings)
-    Console().print(asyncio.run(runs_cli.table(settings, portal, status, limit)))
+    Console().print(_run(lambda settings: runs_cli.table(settings, portal, status, limit)))
 
 
 @runs_app.command("show")
@@ -240,12 +244,7 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="The run's id")]) -> No
     """Show one run: inputs (without secrets), every outbound call, outcome and timestamps."""
     from b24bridge.runs import cli as runs_cli
 
-    settings = _settings()
-    _logging(settings)
-    found = asyncio.run(runs_cli.detail(settings, run_id))
-    if found is None:
-        _fail(f"no run {run_id}", 1)
-    Console().print(found)
+    _print_found(_run(lambda settings: runs_cli.detail(settings, run_id)), f"no run {run_id}")
 
 
 def main() -> None:
