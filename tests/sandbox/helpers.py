@@ -61,6 +61,12 @@ def rest(sandbox: LiveSandbox, method: str, access_token: str, **params: Any) ->
     return sandbox.http.post(f"/rest/{method}", json={**params, "auth": access_token})
 
 
+def oauth_token(sandbox: LiveSandbox, app: dict[str, Any], **params: str) -> httpx.Response:
+    """``GET /oauth/token/`` with the application's credentials and ``params`` (grant_type, code, refresh_token)."""
+    query = {"client_id": app["client_id"], "client_secret": app["client_secret"], **params}
+    return sandbox.http.get("/oauth/token/", params=query)
+
+
 def issue_token(sandbox: LiveSandbox, client_id: str, user_id: int = 1) -> str:
     """A fresh access token of the application for ``user_id`` (what an admin's browser would hold).
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from tests.livehttp import Receiver
 from tests.sandbox.conftest import LiveSandbox
-from tests.sandbox.helpers import INSTALL_AUTH_KEYS, form, install, installed_app, register, rest
+from tests.sandbox.helpers import INSTALL_AUTH_KEYS, form, install, installed_app, oauth_token, register, rest
 
 # --- tests -----------------------------------------------------------------------------------------------
 
@@ -125,15 +125,7 @@ def test_uninstall_posts_onappuninstall_and_revokes_everything(sandbox: LiveSand
     ]
     after = rest(sandbox, "app.info", token)
     assert after.status_code == 401
-    refresh = sandbox.http.get(
-        "/oauth/token/",
-        params={
-            "grant_type": "refresh_token",
-            "client_id": app["client_id"],
-            "client_secret": app["client_secret"],
-            "refresh_token": installed["auth[refresh_token]"],
-        },
-    )
+    refresh = oauth_token(sandbox, app, grant_type="refresh_token", refresh_token=installed["auth[refresh_token]"])
     assert refresh.status_code == 401
     assert refresh.json()["error"] == "invalid_client"
     # Installing again starts from scratch: no handlers survive.

@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.livehttp import Receiver
 from tests.sandbox.conftest import LiveSandbox
-from tests.sandbox.helpers import EVENT_AUTH_KEYS, form, installed_app, register, rest
+from tests.sandbox.helpers import EVENT_AUTH_KEYS, form, installed_app, oauth_token, register, rest
 
 
 def _token(sandbox: LiveSandbox, receiver: Receiver, **fields: Any) -> tuple[dict[str, Any], str, dict[str, str]]:
@@ -154,15 +154,7 @@ def test_non_admin_binds_only_for_itself(sandbox: LiveSandbox, receiver: Receive
     )
     assert code_response.status_code == 200  # no redirect URL: the code is shown on the page
     code = code_response.text.split('id="code">')[1].split("<")[0]
-    token = sandbox.http.get(
-        "/oauth/token/",
-        params={
-            "grant_type": "authorization_code",
-            "client_id": app["client_id"],
-            "client_secret": app["client_secret"],
-            "code": code,
-        },
-    ).json()["access_token"]
+    token = oauth_token(sandbox, app, grant_type="authorization_code", code=code).json()["access_token"]
     other = rest(sandbox, "event.bind", token, event="ONCRMDEALADD", handler=receiver.url(), auth_type=1)
     assert _error(other) == (403, "ACCESS_DENIED")
     offline = rest(sandbox, "event.bind", token, event="ONCRMDEALADD", event_type="offline")

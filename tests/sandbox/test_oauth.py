@@ -15,7 +15,7 @@ import httpx
 
 from tests.livehttp import Receiver
 from tests.sandbox.conftest import LiveSandbox
-from tests.sandbox.helpers import TOKEN_KEYS, install, register, rest
+from tests.sandbox.helpers import TOKEN_KEYS, install, oauth_token, register, rest
 
 
 def _app(sandbox: LiveSandbox, receiver: Receiver) -> dict[str, Any]:
@@ -34,11 +34,6 @@ def _code(sandbox: LiveSandbox, client_id: str, **extra: str) -> str:
     return dict(parse_qsl(urlsplit(response.headers["location"]).query))["code"]
 
 
-def _token(sandbox: LiveSandbox, app: dict[str, Any], **params: str) -> httpx.Response:
-    query = {"client_id": app["client_id"], "client_secret": app["client_secret"], **params}
-    return sandbox.http.get("/oauth/token/", params=query)
-
-
 def test_authorization_code_flow(sandbox: LiveSandbox, receiver: Receiver) -> None:
     app = _app(sandbox, receiver)
     response = _authorize(sandbox, app["client_id"], state="JJHgsdgfkdaslg7lbadsfg")
@@ -53,7 +48,7 @@ def test_authorization_code_flow(sandbox: LiveSandbox, receiver: Receiver) -> No
     assert params["member_id"] == sandbox.info["member_id"]
     assert params["domain"] == params["server_domain"] == urlsplit(sandbox.base_url).netloc
 
-    tokens = _token(sandbox, app, grant_type="authorization_code", code=params["code"])
+    tokens = oauth_token(sandbox, app, grant_type="authorization_code", code=params["code"])
     assert tokens.status_code == 200
     assert tokens.headers["content-type"].startswith("application/json")
     body = tokens.json()
@@ -67,14 +62,15 @@ def test_authorization_code_flow(sandbox: LiveSandbox, receiver: Receiver) -> No
     assert profile.json()["result"]["ID"] == "1"
     assert profile.headers["x-bitrix-rest-application"] == app["client_id"]
 
-    again = _token(sandbox, app, grant_type="authorization_code", code=params["code"])
+    again = oauth_token(sandbox, app, grant_type="authorization_code", code=params["code"])
     assert again.status_code == 400
     assert again.json()["error"] == "invalid_grant"
 
 
 def test_authorize_acts_as_the_given_user(sandbox: LiveSandbox, receiver: Receiver) -> None:
     app = _app(sandbox, receiver)
-    body = _token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"], user_id="2"))
+    code = _code(sandbox, app["client_id"], user_id="2")
+    body = oauth_token(sandbox, app, grant_type="authorization_code", code=code)
     assert body.json()["user_id"] == 2
     assert rest(sandbox, "user.current", body.json()["access_token"]).json()["result"]["ID"] == "2"
 
@@ -101,14 +97,14 @@ def test_code_expires(sandbox: LiveSandbox, receiver: Receiver) -> None:
     app = _app(sandbox, receiver)
     code = _code(sandbox, app["client_id"])
     time.sleep(1.2)
-    response = _token(sandbox, app, grant_type="authorization_code", code=code)
+    response = oauth_token(sandbox, app, grant_type="authorization_code", code=code)
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_grant", "error_description": "Invalid authorization code"}
 
 
 def test_refresh_rotates_the_refresh_token(sandbox: LiveSandbox, receiver: Receiver) -> None:
     app = _app(sandbox, receiver)
-    first = _token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
+    first = oauth_token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
     # POST form works as well as the documented GET.
     refreshed = sandbox.http.post(
         "/oauth/token/",
@@ -124,10 +120,10 @@ def test_refresh_rotates_the_refresh_token(sandbox: LiveSandbox, receiver: Recei
     assert set(second) == set(TOKEN_KEYS)
     assert second["refresh_token"] != first["refresh_token"]
     assert second["access_token"] != first["access_token"]
-    old = _token(sandbox, app, grant_type="refresh_token", refresh_token=first["refresh_token"])
+    old = oauth_token(sandbox, app, grant_type="refresh_token", refresh_token=first["refresh_token"])
     assert old.status_code == 400
     assert old.json()["error"] == "invalid_grant"
-    third = _token(sandbox, app, grant_type="refresh_token", refresh_token=second["refresh_token"])
+    third = oauth_token(sandbox, app, grant_type="refresh_token", refresh_token=second["refresh_token"])
     assert third.status_code == 200
 
 
@@ -141,32 +137,32 @@ def test_client_and_request_errors(sandbox: LiveSandbox, receiver: Receiver) -> 
     assert bad_secret.status_code == 401
     assert bad_secret.json()["error"] == "invalid_client"
     assert set(bad_secret.json()) == {"error", "error_description"}
-    missing = _token(sandbox, app, grant_type="authorization_code")
+    missing = oauth_token(sandbox, app, grant_type="authorization_code")
     assert missing.status_code == 400
     assert missing.json()["error"] == "invalid_request"
-    no_grant = _token(sandbox, app)
+    no_grant = oauth_token(sandbox, app)
     assert (no_grant.status_code, no_grant.json()["error"]) == (400, "invalid_request")
-    unknown_refresh = _token(sandbox, app, grant_type="refresh_token", refresh_token="0" * 32)
+    unknown_refresh = oauth_token(sandbox, app, grant_type="refresh_token", refresh_token="0" * 32)
     assert (unknown_refresh.status_code, unknown_refresh.json()["error"]) == (400, "invalid_grant")
     # The code was not consumed by the failed client check.
-    assert _token(sandbox, app, grant_type="authorization_code", code=code).status_code == 200
+    assert oauth_token(sandbox, app, grant_type="authorization_code", code=code).status_code == 200
 
 
 def test_expired_access_token_then_refresh(sandbox: LiveSandbox, receiver: Receiver) -> None:
     app = _app(sandbox, receiver)
-    body = _token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
+    body = oauth_token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
     sandbox.control("POST", "/_sandbox/tokens/expire", {"access_token": body["access_token"]})
     expired = rest(sandbox, "profile", body["access_token"])
     assert expired.status_code == 401
     assert expired.json() == {"error": "expired_token", "error_description": "The access token provided has expired"}
-    fresh = _token(sandbox, app, grant_type="refresh_token", refresh_token=body["refresh_token"]).json()
+    fresh = oauth_token(sandbox, app, grant_type="refresh_token", refresh_token=body["refresh_token"]).json()
     assert rest(sandbox, "profile", fresh["access_token"]).status_code == 200
 
 
 def test_short_access_token_ttl(sandbox: LiveSandbox, receiver: Receiver) -> None:
     sandbox.control("POST", "/_sandbox/config", {"access_token_ttl": 1})
     app = _app(sandbox, receiver)
-    body = _token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
+    body = oauth_token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
     assert body["expires_in"] == 1
     assert rest(sandbox, "profile", body["access_token"]).status_code == 200
     time.sleep(1.2)
@@ -178,7 +174,7 @@ def test_short_access_token_ttl(sandbox: LiveSandbox, receiver: Receiver) -> Non
 
 def test_server_endpoint_app_info(sandbox: LiveSandbox, receiver: Receiver) -> None:
     app = _app(sandbox, receiver)
-    body = _token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
+    body = oauth_token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
     endpoint = body["server_endpoint"]
     assert endpoint == f"{sandbox.base_url}/oauth/rest/"
     for url in (f"{endpoint}app.info", f"{endpoint}app.info/", f"{endpoint}app.info.json"):
@@ -212,7 +208,7 @@ def test_server_endpoint_app_info(sandbox: LiveSandbox, receiver: Receiver) -> N
 
 def test_server_endpoint_app_info_errors(sandbox: LiveSandbox, receiver: Receiver) -> None:
     app = _app(sandbox, receiver)
-    body = _token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
+    body = oauth_token(sandbox, app, grant_type="authorization_code", code=_code(sandbox, app["client_id"])).json()
     endpoint = "/oauth/rest/"
     bad = sandbox.http.get(f"{endpoint}app.info", params={"auth": "0" * 32})
     assert bad.status_code == 401
@@ -226,7 +222,7 @@ def test_server_endpoint_app_info_errors(sandbox: LiveSandbox, receiver: Receive
     assert expired.status_code == 401
     assert expired.json()["error"] == "expired_token"
     # After uninstall the tokens are gone.
-    fresh = _token(sandbox, app, grant_type="refresh_token", refresh_token=body["refresh_token"]).json()
+    fresh = oauth_token(sandbox, app, grant_type="refresh_token", refresh_token=body["refresh_token"]).json()
     assert sandbox.http.get(f"{endpoint}app.info", params={"auth": fresh["access_token"]}).status_code == 200
     sandbox.control("POST", f"/_sandbox/apps/{app['client_id']}/uninstall", {})
     gone = sandbox.http.get(f"{endpoint}app.info", params={"auth": fresh["access_token"]})
