@@ -134,10 +134,9 @@ class MemoryLimiter:
 
     buckets: dict[str, _Bucket] = field(default_factory=dict)
     methods: dict[tuple[str, str], _Operating] = field(default_factory=dict)
-    clock: float = 0.0  # offset for tests; wall clock otherwise
 
     def now(self) -> float:
-        return time.time() + self.clock
+        return time.time()
 
     async def reserve_request(self, portal: str, limits: Limits) -> float:
         bucket = self.buckets.setdefault(portal, _Bucket(updated=self.now()))

@@ -121,13 +121,6 @@ async def save_tokens(
     return cur.rowcount > 0
 
 
-async def set_application_token(conn: Conn, member_id: str, token_hash: str) -> None:
-    await conn.execute(
-        "UPDATE portals SET application_token_hash = %s, updated_at = now() WHERE member_id = %s",
-        (token_hash, member_id),
-    )
-
-
 async def mark_auth_lost(conn: Conn, member_id: str) -> bool:
     cur = await conn.execute(
         "UPDATE portals SET status = 'auth_lost', updated_at = now() WHERE member_id = %s AND status = 'active'",
@@ -153,13 +146,6 @@ async def set_domain(conn: Conn, member_id: str, domain: str, client_endpoint: s
     await conn.execute(
         "UPDATE portals SET domain = %s, client_endpoint = %s, updated_at = now() WHERE member_id = %s",
         (domain, client_endpoint, member_id),
-    )
-
-
-async def update_encrypted(conn: Conn, member_id: str, access_enc: str | None, refresh_enc: str | None) -> None:
-    await conn.execute(
-        "UPDATE portals SET access_token_enc = %s, refresh_token_enc = %s WHERE member_id = %s",
-        (access_enc, refresh_enc, member_id),
     )
 
 

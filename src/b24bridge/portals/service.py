@@ -364,12 +364,6 @@ async def _after_install(member_id: str) -> None:
             )
 
 
-async def wait_for_hooks() -> None:
-    """Wait for running post-install steps (tests, orderly shutdown)."""
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)
-
-
 async def _bind_uninstall(member_id: str) -> None:
     """ONAPPUNINSTALL is delivered only to a bound handler (REFERENCE 4.3); bindings vanish on every update."""
     public_url = current().settings.public_url

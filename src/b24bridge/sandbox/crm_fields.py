@@ -218,10 +218,6 @@ class EntityDef:
     def by_name(self) -> dict[str, FieldDef]:
         return _INDEX[self.entity]
 
-    @property
-    def has_multi(self) -> bool:
-        return "PHONE" in self.by_name
-
 
 CONTACT_DEF = EntityDef(
     "CONTACT", "contact", tuple(CONTACT), "Contact is not found", ("ERROR_CORE", "Element not found")
