@@ -15,12 +15,15 @@ import structlog
 
 from . import errors, metrics
 from .auth import Auth, OAuthAuth, TokenLoader, TokenPair, TokenSaver
+from .batching import AutoBatcher
+from .client import NOT_BATCHABLE, is_idempotent
 from .encoding import batch_command
 from .errors import BitrixError, Retry
 from .limiter import Limits, wait_for_slot
+from .listing import export_rows, iterate_pages
+from .refresh import refresh_tokens
 
 if TYPE_CHECKING:
-    from .batching import AutoBatcher
     from .client import BitrixClient
 
 log = structlog.get_logger("b24bridge.bitrix")
@@ -82,9 +85,6 @@ class Portal:
 
     async def call(self, method: str, params: Params = None, *, idempotent: bool | None = None) -> Any:
         """Call ``method`` and return its ``result``; concurrent calls share batch requests when enabled."""
-        from .batching import AutoBatcher
-        from .client import NOT_BATCHABLE, is_idempotent
-
         method = method.lower()
         safe = is_idempotent(method) if idempotent is None else idempotent
         try:
@@ -102,8 +102,6 @@ class Portal:
 
     async def request(self, method: str, params: Params = None, *, idempotent: bool | None = None) -> Answer:
         """One method in one HTTP request of its own (no auto-batching), with limits and retries."""
-        from .client import is_idempotent
-
         method = method.lower()
         safe = is_idempotent(method) if idempotent is None else idempotent
         return await self.execute(method, params, idempotent=safe)
@@ -112,8 +110,6 @@ class Portal:
         self, commands: Mapping[str, tuple[str, Params]] | Sequence[tuple[str, Params]], *, halt: bool = False
     ) -> dict[str, CommandResult]:
         """Run up to 50 commands in one request; later ones may use ``$result[key][FIELD]`` of earlier ones."""
-        from .client import is_idempotent
-
         named = dict(commands) if isinstance(commands, Mapping) else {str(i): c for i, c in enumerate(commands)}
         if len(named) > MAX_BATCH:
             raise ValueError(f"a batch holds at most {MAX_BATCH} commands, got {len(named)}")
@@ -129,14 +125,10 @@ class Portal:
 
     def list(self, method: str, params: Params = None) -> AsyncIterator[Any]:
         """Every row of a list method, page by page (remaining pages fetched 50 at a time in batches)."""
-        from .listing import iterate_pages
-
         return iterate_pages(self, method.lower(), dict(params or {}))
 
     def export(self, method: str, params: Params = None, *, id_field: str = "ID") -> AsyncIterator[Any]:
         """Fast export of large sets: ``start=-1`` with a moving ``>ID`` filter, pages chained inside batches."""
-        from .listing import export_rows
-
         return export_rows(self, method.lower(), dict(params or {}), id_field)
 
     # --- the request pipeline ------------------------------------------------------------------------------
@@ -322,8 +314,6 @@ class Portal:
 
     async def refresh(self, stale_access_token: str) -> None:
         """Refresh once for everyone who saw ``stale_access_token`` expire (single-flight)."""
-        from .refresh import refresh_tokens
-
         auth = self.auth
         if not isinstance(auth, OAuthAuth):
             raise errors.ConfigurationError("a webhook connection cannot refresh tokens", portal=self.key)
@@ -348,7 +338,6 @@ class Portal:
     # --- batches -------------------------------------------------------------------------------------------
 
     async def split_batch(self, answer: Answer, methods: Mapping[str, str]) -> dict[str, CommandResult]:
-        from .client import is_idempotent
 
         sections = answer.result if isinstance(answer.result, dict) else {}
         values = _section(sections, "result")
