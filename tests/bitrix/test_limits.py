@@ -106,6 +106,7 @@ def _run_processes(sandbox: LiveSandbox, count: int, redis_url: str | None) -> l
     return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
 
 
+@pytest.mark.redis
 def test_two_processes_share_one_budget_through_redis(
     sandbox_factory: Callable[..., LiveSandbox], redis_url: str
 ) -> None:

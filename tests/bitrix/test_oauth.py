@@ -116,6 +116,7 @@ async def test_lost_authorisation_fails_fast(sandbox: LiveSandbox) -> None:
         assert counter(sandbox, "oauth_requests:refresh_token") == before  # no loop, no second try
 
 
+@pytest.mark.redis
 async def test_refresh_is_single_flight_across_processes(sandbox: LiveSandbox, redis_url: str) -> None:
     """Two clients that share only Redis and the token store (as two processes would) refresh once."""
     from redis.asyncio import Redis

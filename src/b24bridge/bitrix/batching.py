@@ -10,19 +10,40 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from . import errors, metrics
+from . import metrics
+from .answers import Answer, CommandResult
 from .encoding import batch_command
 from .errors import BitrixError
-from .limiter import wait_for_slot
+from .gate import Gate
+from .policy import MAX_BATCH, BatchSettings, RetryPolicy
 
-if TYPE_CHECKING:
-    from .client import BatchSettings
-    from .portal import Params, Portal
+Params = Mapping[str, Any] | None
 
-MAX_BATCH = 50
+
+class Channel(Protocol):
+    """What the batcher needs of a portal connection: its limits, and a way to send a request and read a batch."""
+
+    @property
+    def gate(self) -> Gate: ...
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+    async def execute(
+        self,
+        method: str,
+        params: Params,
+        *,
+        idempotent: bool,
+        sub_methods: Sequence[str] = (),
+        reserved: bool = False,
+    ) -> Answer: ...
+
+    async def batch_results(self, answer: Answer, methods: Mapping[str, str]) -> dict[str, CommandResult]: ...
 
 
 @dataclass
@@ -35,8 +56,9 @@ class _Pending:
 
 
 class AutoBatcher:
-    def __init__(self, portal: Portal, settings: BatchSettings) -> None:
-        self.portal = portal
+    def __init__(self, channel: Channel, settings: BatchSettings) -> None:
+        self.channel = channel
+        self.gate = channel.gate
         self.settings = settings
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
@@ -62,8 +84,7 @@ class AutoBatcher:
                     if not ready:
                         self._slots.release()
                         continue
-                    waited = await wait_for_slot(self.portal.client.limiter, self.portal.key, self.portal.limits)
-                    metrics.LIMITER_WAIT.labels(self.portal.key).observe(waited)
+                    await self.gate.take_slot()
                     items = await self._take()
                 except BaseException:
                     self._slots.release()
@@ -91,10 +112,9 @@ class AutoBatcher:
         """
         if len(self._queue) >= MAX_BATCH or self.settings.window <= 0:
             return
-        portal = self.portal
-        fullness = await portal.client.limiter.fullness(portal.key, portal.limits)
+        fullness = await self.gate.fullness()
         share = min(1.0, fullness / max(1e-9, 1.0 - self.settings.burst_reserve))
-        window = self.settings.window + share / portal.limits.drain
+        window = self.settings.window + share / self.gate.limits.drain
         self._arrived.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + window
@@ -110,8 +130,7 @@ class AutoBatcher:
 
     async def _wait_until_sendable(self) -> bool:
         """Hold back while every waiting method is out of operating-time budget."""
-        limiter, portal = self.portal.client.limiter, self.portal
-        delays = [await limiter.method_delay(portal.key, m, portal.limits) for m in {i.method for i in self._queue}]
+        delays = [await self.gate.method_delay(m) for m in {i.method for i in self._queue}]
         if delays and min(delays) > 0:
             await asyncio.sleep(min(delays))
             return False
@@ -119,7 +138,6 @@ class AutoBatcher:
 
     async def _take(self) -> list[_Pending]:
         """Up to 50 waiting calls, no more of one method than its operating-time budget still holds."""
-        limiter, portal = self.portal.client.limiter, self.portal
         allowance: dict[str, int | None] = {}
         items: list[_Pending] = []
         held: list[_Pending] = []
@@ -128,7 +146,7 @@ class AutoBatcher:
             if item.future.done():  # the caller was cancelled
                 continue
             if item.method not in allowance:
-                allowance[item.method] = await limiter.method_allowance(portal.key, item.method, portal.limits)
+                allowance[item.method] = await self.gate.allowance(item.method)
             left = allowance[item.method]
             if left is not None:
                 if left <= 0:
@@ -137,7 +155,7 @@ class AutoBatcher:
                 allowance[item.method] = left - 1
             items.append(item)
             # Counted now, not when the request starts, so the next batch already sees these calls in flight.
-            limiter.started(portal.key, item.method)
+            self.gate.started([item.method])
         self._queue.extendleft(reversed(held))
         return items
 
@@ -152,7 +170,7 @@ class AutoBatcher:
 
     async def _send_one(self, item: _Pending) -> None:
         try:
-            answer = await self.portal.execute(item.method, item.params, idempotent=item.idempotent, reserved=True)
+            answer = await self.channel.execute(item.method, item.params, idempotent=item.idempotent, reserved=True)
         except BitrixError as exc:
             _fail(item, exc)
         except Exception as exc:
@@ -164,7 +182,7 @@ class AutoBatcher:
         keys = {f"c{i}": item for i, item in enumerate(items)}
         cmd = {key: batch_command(item.method, item.params) for key, item in keys.items()}
         try:
-            answer = await self.portal.execute(
+            answer = await self.channel.execute(
                 "batch",
                 {"halt": 0, "cmd": cmd},
                 idempotent=all(i.idempotent for i in items),
@@ -184,27 +202,23 @@ class AutoBatcher:
             for item in items:
                 _fail(item, exc)
             return
-        results = await self.portal.split_batch(answer, {k: i.method for k, i in keys.items()})
+        results = await self.channel.batch_results(answer, {k: i.method for k, i in keys.items()})
         for key, item in keys.items():
             result = results[key]
             if result.error is None:
                 _succeed(item, result.value)
             elif result.error.retryable:
-                await self._note_command_refusal(result.error, item.method)
+                await self.gate.refused(result.error, [item.method])
                 self._requeue(item, result.error)
             else:
                 _fail(item, result.error)
 
-    async def _note_command_refusal(self, error: BitrixError, method: str) -> None:
-        if isinstance(error, errors.OperationTimeLimitError):
-            await self.portal.client.limiter.method_blocked(self.portal.key, method, error.reset_at)
-
     def _requeue(self, item: _Pending, error: BitrixError) -> None:
         item.attempts += 1
-        if item.attempts >= self.portal.client.retry.max_attempts:
+        if item.attempts >= self.channel.retry.max_attempts:
             _fail(item, error)
             return
-        metrics.RETRIES.labels(self.portal.key, error.code or type(error).__name__).inc()
+        metrics.RETRIES.labels(self.gate.key, error.code or type(error).__name__).inc()
         self._queue.append(item)
         self._arrived.set()
         if self._runner is None or self._runner.done():

@@ -8,55 +8,20 @@ async with BitrixClient() as client:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .auth import Auth, LocalRefreshLock, RefreshLock, TokenLoader, TokenSaver
+from .gate import Gate
 from .limiter import Limiter, Limits, MemoryLimiter
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    from .portal import Portal
+from .policy import BatchSettings, RetryPolicy
+from .portal import Portal
+from .refresh import AuthLost, TokenKeeper
+from .sender import Sender
+from .transport import DomainChanged, Transport
 
 USER_AGENT = "b24bridge/0.1 (+https://github.com/b24bridge)"
-
-# Method names whose repetition changes nothing: safe to send again after an uncertain failure.
-_IDEMPOTENT_VERBS = {"get", "list", "fields", "current", "info", "search", "findbycomm", "update", "set"}
-_IDEMPOTENT_METHODS = {"profile", "scope", "methods", "events", "bizproc.event.send"}
-NOT_BATCHABLE = {"batch"}
-
-
-def is_idempotent(method: str) -> bool:
-    method = method.lower()
-    return method in _IDEMPOTENT_METHODS or method.rsplit(".", 1)[-1] in _IDEMPOTENT_VERBS
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, capped in attempts and in total time."""
-
-    max_attempts: int = 8
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    max_elapsed: float = 300.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """Auto-batching: concurrent calls to one portal share ``batch`` requests of up to 50 commands."""
-
-    enabled: bool = True
-    window: float = 0.005  # how long a lone call waits for company before it is sent
-    max_in_flight: int = 4  # concurrent HTTP requests per portal
-    # Share of the portal's burst kept for full batches (see AutoBatcher._gather).
-    burst_reserve: float = 0.5
 
 
 class BitrixClient:
@@ -93,20 +58,33 @@ class BitrixClient:
         limits: Limits | None = None,
         on_tokens: TokenSaver | None = None,
         load_tokens: TokenLoader | None = None,
-        on_domain_change: Callable[[str], Awaitable[None]] | None = None,
+        on_domain_change: DomainChanged | None = None,
+        on_auth_lost: AuthLost | None = None,
     ) -> Portal:
-        """A connection to one portal. ``key`` names it for limits and locks (member_id; domain by default)."""
-        from .portal import Portal
+        """A connection to one portal. ``key`` names it for limits and locks (member_id; domain by default).
 
-        return Portal(
-            self,
+        The callbacks are how persistence reaches the client: ``on_tokens`` stores a refreshed pair before it is
+        used, ``load_tokens`` reads what another process stored, ``on_domain_change`` follows a renamed portal,
+        ``on_auth_lost`` hears that the refresh token was refused.
+        """
+        key = key or auth.domain
+        tokens = TokenKeeper(
+            self.http,
             auth,
-            key=key or auth.domain,
-            limits=limits or Limits(),
+            key,
+            self.refresh_lock,
             on_tokens=on_tokens,
             load_tokens=load_tokens,
-            on_domain_change=on_domain_change,
+            on_auth_lost=on_auth_lost,
         )
+        sender = Sender(
+            Transport(self.http, auth, key, on_domain_change),
+            Gate(self.limiter, key, limits or Limits()),
+            tokens,
+            self.retry,
+            self.rng,
+        )
+        return Portal(sender, self.batching)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -118,14 +96,3 @@ class BitrixClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-
-def unwrap_items(result: Any) -> list[Any]:
-    """A list method's rows: a plain list, or ``{"items": [...]}`` (crm.item.list) and similar one-key maps."""
-    if isinstance(result, list):
-        return result
-    if isinstance(result, dict):
-        lists = [v for v in result.values() if isinstance(v, list)]
-        if len(lists) == 1:
-            return lists[0]
-    return []

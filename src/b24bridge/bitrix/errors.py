@@ -117,11 +117,8 @@ class QueryLimitError(LimitError):
 
 
 class OperationTimeLimitError(LimitError):
-    """429 ``OPERATION_TIME_LIMIT``: this method's server-time budget is spent until ``reset_at``."""
-
-    def __init__(self, message: str, *, reset_at: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.reset_at = reset_at
+    """429 ``OPERATION_TIME_LIMIT``: this method's server-time budget is spent (until the reset time earlier
+    answers reported in ``time.operating_reset_at``; the refusal itself carries none)."""
 
 
 class OverloadError(APIError):
@@ -142,6 +139,12 @@ class BadRequestError(APIError):
 
 class BatchLengthError(BadRequestError):
     """400 ``ERROR_BATCH_LENGTH_EXCEEDED``."""
+
+
+class NotExecutedError(APIError):
+    """A command of a ``halt`` batch that never ran because an earlier one failed: safe to send again."""
+
+    retry = Retry.RETRYABLE
 
 
 # --- no answer -----------------------------------------------------------------------------------------------

@@ -62,8 +62,8 @@ class Limiter(Protocol):
         call of it cost when that is known (see ``Portal._note_operating``)."""
         ...
 
-    async def method_blocked(self, portal: str, method: str, reset_at: float | None) -> None:
-        """The portal answered OPERATION_TIME_LIMIT for ``method``."""
+    async def method_blocked(self, portal: str, method: str) -> None:
+        """The portal answered OPERATION_TIME_LIMIT for ``method``: blocked until its budget resets."""
         ...
 
     def started(self, portal: str, method: str) -> None:
@@ -177,15 +177,11 @@ class MemoryLimiter:
         op.used = operating
         op.reset_at = reset_at
 
-    async def method_blocked(self, portal: str, method: str, reset_at: float | None) -> None:
-        # A 429 carries no time block; fall back to the reset time reported by earlier answers.
+    async def method_blocked(self, portal: str, method: str) -> None:
+        # A 429 carries no time block; the reset time reported by earlier answers says how long, else a basket.
         op = self.state_of(portal, method)
         now = self.now()
-        for candidate in (reset_at, op.reset_at):
-            if candidate is not None and candidate > now:
-                op.blocked_until = candidate
-                return
-        op.blocked_until = now + 60.0
+        op.blocked_until = op.reset_at if op.reset_at is not None and op.reset_at > now else now + 60.0
 
     def started(self, portal: str, method: str) -> None:
         self.state_of(portal, method).in_flight += 1

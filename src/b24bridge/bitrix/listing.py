@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
-from .client import unwrap_items
-
-if TYPE_CHECKING:
-    from .portal import Portal
+from .answers import Answer, CommandResult, unwrap_items
+from .policy import MAX_BATCH
 
 PAGE = 50
-MAX_CHAIN = 50
+
+Commands = Mapping[str, tuple[str, Mapping[str, Any] | None]]
 
 
-async def iterate_pages(portal: Portal, method: str, params: dict[str, Any]) -> AsyncIterator[Any]:
+class PageSource(Protocol):
+    """What reading a list needs: one request of its own, and explicit batches."""
+
+    async def request(self, method: str, params: Mapping[str, Any] | None = None) -> Answer: ...
+
+    async def batch(self, commands: Commands, *, halt: bool = False) -> dict[str, CommandResult]: ...
+
+
+async def iterate_pages(portal: PageSource, method: str, params: dict[str, Any]) -> AsyncIterator[Any]:
     """First page alone (it tells the total), then the remaining pages 50 per batch request."""
     params.pop("start", None)
-    first = await portal.execute(method, {**params, "start": 0}, idempotent=True)
+    first = await portal.request(method, {**params, "start": 0})
     for row in unwrap_items(first.result):
         yield row
     if first.next is None:
         return
     starts = list(range(int(first.next), int(first.total or 0), PAGE))
-    for offset in range(0, len(starts), MAX_CHAIN):
-        chunk = starts[offset : offset + MAX_CHAIN]
+    for offset in range(0, len(starts), MAX_BATCH):
+        chunk = starts[offset : offset + MAX_BATCH]
         results = await portal.batch({f"p{s}": (method, {**params, "start": s}) for s in chunk})
         for start in chunk:
             for row in unwrap_items(results[f"p{start}"].unwrap()):
@@ -35,7 +42,7 @@ def _filter_key(params: dict[str, Any]) -> str:
     return next((k for k in params if k.lower() == "filter"), "filter")
 
 
-async def export_rows(portal: Portal, method: str, params: dict[str, Any], id_field: str) -> AsyncIterator[Any]:
+async def export_rows(portal: PageSource, method: str, params: dict[str, Any], id_field: str) -> AsyncIterator[Any]:
     """Walk a large set by ID without counting it: each command asks for rows after the previous page's last ID.
 
     Pages are chained inside one batch with ``$result[prev][49][ID]``; the chain doubles while pages come back
@@ -65,4 +72,4 @@ async def export_rows(portal: Portal, method: str, params: dict[str, Any], id_fi
                 last_id = int(fresh[-1][id_field])
             if len(rows) < PAGE:
                 return
-        chain = min(MAX_CHAIN, chain * 2)
+        chain = min(MAX_BATCH, chain * 2)

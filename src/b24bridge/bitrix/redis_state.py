@@ -114,8 +114,8 @@ class RedisLimiter:
             keys=[self._method(portal, method)], args=[operating, "" if reset_at is None else reset_at, time.time()]
         )
 
-    async def method_blocked(self, portal: str, method: str, reset_at: float | None) -> None:
-        await self._local.method_blocked(portal, method, reset_at)
+    async def method_blocked(self, portal: str, method: str) -> None:
+        await self._local.method_blocked(portal, method)
         until = self._local.state_of(portal, method).blocked_until
         await self.redis.hset(self._method(portal, method), "blocked_until", str(until))
 

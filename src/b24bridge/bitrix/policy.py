@@ -1,0 +1,44 @@
+"""What the client does by default: how it retries, how it batches, which methods are safe to send twice."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+# The portal runs at most this many commands in one ``batch`` request (REFERENCE 3).
+MAX_BATCH = 50
+# Methods that cannot travel inside a batch (a nested batch is refused with ERROR_BATCH_METHOD_NOT_ALLOWED).
+NOT_BATCHABLE = frozenset({"batch"})
+
+# Method names whose repetition changes nothing: safe to send again after an uncertain failure.
+_IDEMPOTENT_VERBS = {"get", "list", "fields", "current", "info", "search", "findbycomm", "update", "set"}
+_IDEMPOTENT_METHODS = {"profile", "scope", "methods", "events", "bizproc.event.send"}
+
+
+def is_idempotent(method: str) -> bool:
+    method = method.lower()
+    return method in _IDEMPOTENT_METHODS or method.rsplit(".", 1)[-1] in _IDEMPOTENT_VERBS
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped in attempts and in total time."""
+
+    max_attempts: int = 8
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_elapsed: float = 300.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Auto-batching: concurrent calls to one portal share ``batch`` requests of up to 50 commands."""
+
+    enabled: bool = True
+    window: float = 0.005  # how long a lone call waits for company before it is sent
+    max_in_flight: int = 4  # concurrent HTTP requests per portal
+    # Share of the portal's burst kept for full batches (see AutoBatcher._gather).
+    burst_reserve: float = 0.5
