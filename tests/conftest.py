@@ -87,6 +87,13 @@ async def database(database_url: str, tmp_path_factory: pytest.TempPathFactory) 
         yield db
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that needs Redis says so with the marker, so `-m "not redis"` selects what runs without it.
+    for item in items:
+        if "redis_url" in getattr(item, "fixturenames", ()) and item.get_closest_marker("redis") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses redis_url: mark it @pytest.mark.redis")
+
+
 @pytest.fixture
 def redis_url() -> str:
     url = os.environ.get("B24BRIDGE_TEST_REDIS_URL")

@@ -1,19 +1,23 @@
-"""The FastAPI application: health, readiness and metrics; domain routers are added by later modules."""
+"""The FastAPI application: the domain routers, health, readiness and metrics; the in-process worker of ``serve``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from b24bridge import __version__
-from b24bridge.context import Context, open_context
+from b24bridge.composition import open_services
 from b24bridge.db import Database, DatabaseUnavailable
+from b24bridge.jobs import SupervisedWorker
 from b24bridge.observability import get_logger, metrics_app, redact_text
+from b24bridge.portals.endpoints import router as portals_router
+from b24bridge.robots.endpoints import router as robots_router
 from b24bridge.settings import Settings
 
 log = get_logger(__name__)
@@ -28,24 +32,28 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     """
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_context(settings, database) as context:
-            app.state.database = context.database
-            app.state.context = context
-            worker = _start_worker(context) if settings.worker_in_process else None
-            log.info("b24bridge ready to serve", embedded_database=context.database.embedded)
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with open_services(settings, database) as services:
+            app.state.database = services.database
+            worker: SupervisedWorker | None = None
+            task: asyncio.Task[None] | None = None
+            if settings.worker_in_process:
+                worker = services.worker("serve")
+                task = asyncio.get_running_loop().create_task(worker.run())
+            app.state.worker = worker
+            log.info("b24bridge ready to serve", embedded_database=services.database.embedded)
             try:
-                yield
+                yield services.web_state()
             finally:
-                if worker is not None:
-                    worker.cancel()
-                    await asyncio.gather(worker, return_exceptions=True)
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
     app = FastAPI(title="b24bridge", version=__version__, lifespan=lifespan)
-    app.state.settings = settings
-    # Set eagerly so an app wrapped around a caller's database works even where no lifespan runs
+    # Set eagerly so an app wrapped around a caller's database answers /readyz even where no lifespan runs
     # (httpx's ASGITransport in tests).
     app.state.database = database
+    app.state.worker = None
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -54,39 +62,29 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        db: Database | None = getattr(app.state, "database", None)
-        if db is None:
-            return JSONResponse({"status": "unavailable", "reason": "database not started"}, status_code=503)
-        try:
-            await db.ping()
-        except DatabaseUnavailable as exc:
-            return JSONResponse(
-                {"status": "unavailable", "reason": redact_text(str(exc))},
-                status_code=503,
-            )
-        except Exception as exc:  # a readiness probe reports, it never crashes
-            reason = redact_text(f"{type(exc).__name__}: {exc}")
-            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return await _readiness(app.state.database, app.state.worker)
 
-    for router in _domain_routers():
-        app.include_router(router)
-
+    app.include_router(portals_router)
+    app.include_router(robots_router)
     # A plain route (not a Mount) so that ``/metrics`` answers without a redirect to ``/metrics/``.
     app.router.routes.append(Route("/metrics", endpoint=metrics_app(), include_in_schema=False))
     return app
 
 
-def _domain_routers() -> list[APIRouter]:
-    from b24bridge.portals.endpoints import router as portals
-    from b24bridge.robots.endpoints import router as robots
+async def _readiness(database: Database | None, worker: SupervisedWorker | None) -> JSONResponse:
+    if database is None:
+        return _unavailable("database not started")
+    try:
+        await database.ping()
+    except DatabaseUnavailable as exc:
+        return _unavailable(redact_text(str(exc)))
+    except Exception as exc:  # a readiness probe reports, it never crashes
+        return _unavailable(redact_text(f"{type(exc).__name__}: {exc}"))
+    problem = worker.health() if worker is not None else None
+    if problem is not None:
+        return _unavailable(problem)
+    return JSONResponse({"status": "ready"})
 
-    return [portals, robots]
 
-
-def _start_worker(context: Context) -> asyncio.Task[None]:
-    """The in-process job worker of ``serve``; ``b24bridge worker`` runs the same worker on its own."""
-    worker = context.jobs.run_worker_async(
-        concurrency=context.settings.worker_concurrency, install_signal_handlers=False, name="serve"
-    )
-    return asyncio.get_running_loop().create_task(worker)
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)

@@ -1,11 +1,20 @@
-"""The ``b24bridge`` command line."""
+"""The ``b24bridge`` command line (the only module that knows typer).
+
+Exit codes: 0 done; 1 nothing found (``show``) or a partial failure (``robots sync``); 2 invalid configuration or
+arguments; 3 the environment refused (database unreachable or its schema outdated, port already in use).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import importlib
+import signal
+import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -23,6 +32,8 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 err = Console(stderr=True)
+EXIT_CONFIG = 2
+EXIT_ENVIRONMENT = 3
 
 
 class Plan(StrEnum):
@@ -30,7 +41,11 @@ class Plan(StrEnum):
     enterprise = "enterprise"
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
+class StartupError(Exception):
+    """The environment refused something the command needs; the message is one line for the operator."""
+
+
+def _fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
     # Plain output without rich markup: messages contain brackets (``auth[...]``) and are meant to be
     # copied into a shell or a ticket as they are.
     err.print(message, markup=False, highlight=False, soft_wrap=True)
@@ -39,29 +54,13 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def _settings(**overrides: Any) -> Settings:
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
     except SettingsError as exc:
         _fail(str(exc))
-
-
-def _logging(settings: Settings) -> None:
     from b24bridge.observability import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-
-
-def _run(job: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Load the settings, set up logging, and run ``job(settings)`` to completion."""
-    settings = _settings()
-    _logging(settings)
-    return asyncio.run(job(settings))
-
-
-def _print_found(found: object | None, missing: str) -> None:
-    """Print what a ``show`` command found; exit 1 with ``missing`` when there is nothing."""
-    if found is None:
-        _fail(missing, 1)
-    Console().print(found)
+    return settings
 
 
 def _encryption_keys(settings: Settings) -> None:
@@ -74,34 +73,89 @@ def _encryption_keys(settings: Settings) -> None:
         _fail(str(exc))
 
 
+def _run(job: Coroutine[Any, Any, T]) -> T:
+    """Run ``job`` to completion; what the environment refused becomes one line and exit code 3."""
+    from b24bridge.composition import SchemaOutdated
+    from b24bridge.db import DatabaseUnavailable
+
+    try:
+        return asyncio.run(job)
+    except (StartupError, SchemaOutdated) as exc:
+        _fail(str(exc), EXIT_ENVIRONMENT)
+    except DatabaseUnavailable as exc:
+        _fail(f"B24BRIDGE_DATABASE_URL: the database cannot be reached ({exc})", EXIT_ENVIRONMENT)
+
+
+def _print_found(found: object | None, missing: str) -> None:
+    """Print what a ``show`` command found; exit 1 with ``missing`` when there is nothing."""
+    if found is None:
+        _fail(missing, 1)
+    Console().print(found)
+
+
+@asynccontextmanager
+async def _reachable_database(settings: Settings) -> AsyncIterator[Any]:
+    """The service's database, started (embedded) or checked (external) before anything else relies on it."""
+    from b24bridge.db import Database
+
+    async with Database(settings) as database:
+        await database.ping()
+        yield database
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, taken before anything else starts: a port in use fails fast and touches nothing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        _fail(f"B24BRIDGE_PORT: cannot listen on {host}:{port}: {reason}", EXIT_ENVIRONMENT)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address [default: B24BRIDGE_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port [default: B24BRIDGE_PORT]")] = None,
 ) -> None:
-    """Run the HTTP service (applies database migrations first)."""
+    """Run the HTTP service and an in-process job worker (applies database migrations first)."""
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
     settings = _settings(**overrides)
-    _logging(settings)
     _encryption_keys(settings)
+    sock = _bind(settings.host, settings.port)
 
     import uvicorn
 
     from b24bridge.app import create_app
 
-    # log_config=None keeps uvicorn from replacing our handlers, so its logs are redacted JSON too.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
-    )
+    async def run() -> None:
+        async with _reachable_database(settings) as database:
+            # log_config=None keeps uvicorn from replacing our handlers, so its logs are redacted JSON too.
+            config = uvicorn.Config(
+                create_app(settings, database),
+                log_config=None,
+                proxy_headers=True,
+                forwarded_allow_ips="127.0.0.1",
+            )
+            server = uvicorn.Server(config)
+            await server.serve(sockets=[sock])
+            if not server.started:
+                raise StartupError("the service did not start (see the log above)")
+
+    try:
+        _run(run())
+    finally:
+        sock.close()
 
 
 @app.command()
@@ -113,36 +167,37 @@ def worker(
     """Run job workers only (robot calls, deliveries), so a deployment can scale them apart from the API."""
     overrides: dict[str, Any] = {} if concurrency is None else {"worker_concurrency": concurrency}
     settings = _settings(**overrides)
-    _logging(settings)
     _encryption_keys(settings)
 
-    from b24bridge.context import open_context
+    from b24bridge.composition import open_services
 
     async def run() -> None:
-        async with open_context(settings) as context:
-            await context.jobs.run_worker_async(concurrency=settings.worker_concurrency, name="worker")
+        async with _reachable_database(settings) as database, open_services(settings, database) as services:
+            task = asyncio.current_task()
+            assert task is not None
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, task.cancel)
+            # Asked to stop: running jobs were given their graceful timeout and are retried if cut short.
+            with contextlib.suppress(asyncio.CancelledError):
+                await services.worker("worker").run()
 
-    asyncio.run(run())
+    _run(run())
 
 
 @db_app.command("upgrade")
-def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
-) -> None:
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply database migrations (a no-op when the schema is current)."""
     settings = _settings()
-    _logging(settings)
 
     from b24bridge import migrations
-    from b24bridge.db import Database
 
     async def run() -> str | None:
-        async with Database(settings, min_size=0, max_size=1) as database:
+        async with _reachable_database(settings) as database:
             await asyncio.to_thread(migrations.upgrade, database.url, revision)
             return await asyncio.to_thread(migrations.current_revision, database.url)
 
-    current = asyncio.run(run())
-    typer.echo(f"database at revision {current}")
+    typer.echo(f"database at revision {_run(run())}")
 
 
 @app.command()
@@ -165,7 +220,23 @@ def sandbox(
     server.run(host=host, port=port, state_path=state, plan=plan.value, limits=limits, seed=seed)
 
 
-# --- portals ------------------------------------------------------------------------------------------------------
+# --- read-only views: the database alone, no migrations -----------------------------------------------------------
+
+Reader = Callable[[Any], Coroutine[Any, Any, T]]
+
+
+def _read(read: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """``read(database)`` on the service's database, opened for reading only (no migrations)."""
+    settings = _settings()
+
+    from b24bridge.composition import open_reader
+
+    async def run() -> T:
+        async with open_reader(settings) as database:
+            return await read(database)
+
+    return _run(run())
+
 
 portals_app = typer.Typer(help="Portals that installed b24bridge.", no_args_is_help=True)
 app.add_typer(portals_app, name="portals")
@@ -178,48 +249,30 @@ def portals_list(
     ] = None,
 ) -> None:
     """List installed portals (no secrets are shown)."""
-    from b24bridge.portals import cli as portals_cli
+    from b24bridge.portals import repository, views
 
-    Console().print(_run(lambda settings: portals_cli.table(settings, status)))
+    async def read(database: Any) -> Any:
+        async with database.pool.connection() as conn:
+            return views.portals_table(await repository.list_all(conn, status))
+
+    Console().print(_read(read))
 
 
 @portals_app.command("show")
 def portals_show(member_id: Annotated[str, typer.Argument(help="The portal's member_id")]) -> None:
     """Show one portal and its recent history (no secrets are shown)."""
-    from b24bridge.portals import cli as portals_cli
+    from b24bridge.portals import repository, views
 
-    _print_found(_run(lambda settings: portals_cli.detail(settings, member_id)), f"no portal {member_id}")
+    async def read(database: Any) -> Any:
+        async with database.pool.connection() as conn:
+            row = await repository.get(conn, member_id)
+            return None if row is None else views.portal_detail(row, await repository.events(conn, member_id))
+
+    _print_found(_read(read), f"no portal {member_id}")
 
 
-# --- robots and runs ----------------------------------------------------------------------------------------------
-
-robots_app = typer.Typer(help="Robots declared by b24bridge and registered in portals.", no_args_is_help=True)
-app.add_typer(robots_app, name="robots")
 runs_app = typer.Typer(help="The run log: every robot call, its outbound calls and outcome.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
-
-
-@robots_app.command("sync")
-def robots_sync(
-    portal: Annotated[str | None, typer.Option(help="Only this portal (member_id) [default: every active one]")] = None,
-) -> None:
-    """Register declared robots in portals: add missing, update changed, delete undeclared (idempotent)."""
-    from b24bridge.robots import cli as robots_cli
-
-    report, ok = _run(lambda settings: robots_cli.sync(settings, portal))
-    Console().print(report)
-    if not ok:
-        raise typer.Exit(1)
-
-
-@robots_app.command("list")
-def robots_list(
-    portal: Annotated[str | None, typer.Option(help="Only this portal (member_id) [default: every active one]")] = None,
-) -> None:
-    """Declared robots versus those registered in each portal."""
-    from b24bridge.robots import cli as robots_cli
-
-    Console().print(_run(lambda settings: robots_cli.states(settings, portal)))
 
 
 @runs_app.command("list")
@@ -231,20 +284,75 @@ def runs_list(
     limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
 ) -> None:
     """List robot runs, newest first."""
-    from b24bridge.runs import cli as runs_cli
+    from b24bridge.runs import views
     from b24bridge.runs.schemas import STATUSES
+    from b24bridge.runs.service import RunLog
 
     if status is not None and status not in STATUSES:
         _fail(f"--status must be one of {', '.join(STATUSES)}")
-    Console().print(_run(lambda settings: runs_cli.table(settings, portal, status, limit)))
+
+    async def read(database: Any) -> Any:
+        return views.runs_table(await RunLog(database.pool).list_runs(portal, status, limit))
+
+    Console().print(_read(read))
 
 
 @runs_app.command("show")
 def runs_show(run_id: Annotated[int, typer.Argument(help="The run's id")]) -> None:
     """Show one run: inputs (without secrets), every outbound call, outcome and timestamps."""
-    from b24bridge.runs import cli as runs_cli
+    from b24bridge.runs import views
+    from b24bridge.runs.service import RunLog
 
-    _print_found(_run(lambda settings: runs_cli.detail(settings, run_id)), f"no run {run_id}")
+    async def read(database: Any) -> Any:
+        found = await RunLog(database.pool).show(run_id)
+        return None if found is None else views.run_detail(*found)
+
+    _print_found(_read(read), f"no run {run_id}")
+
+
+# --- robots: talk to portals, so the full service (without migrations) ---------------------------------------------
+
+robots_app = typer.Typer(help="Robots declared by b24bridge and registered in portals.", no_args_is_help=True)
+app.add_typer(robots_app, name="robots")
+
+
+def _with_services(use: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    settings = _settings()
+    _encryption_keys(settings)
+
+    from b24bridge.composition import open_services
+
+    async def run() -> T:
+        async with (
+            _reachable_database(settings) as database,
+            open_services(settings, database, migrate=False) as services,
+        ):
+            return await use(services)
+
+    return _run(run())
+
+
+@robots_app.command("sync")
+def robots_sync(
+    portal: Annotated[str | None, typer.Option(help="Only this portal (member_id) [default: every active one]")] = None,
+) -> None:
+    """Register declared robots in portals: add missing, update changed, delete undeclared (idempotent)."""
+    from b24bridge.robots import views
+
+    reports = _with_services(lambda services: services.robot_sync.sync_all(portal))
+    Console().print(views.sync_table(reports))
+    if any(report.error is not None for report in reports):
+        raise typer.Exit(1)
+
+
+@robots_app.command("list")
+def robots_list(
+    portal: Annotated[str | None, typer.Option(help="Only this portal (member_id) [default: every active one]")] = None,
+) -> None:
+    """Declared robots versus those registered in each portal."""
+    from b24bridge.robots import views
+
+    Console().print(views.states_table(_with_services(lambda services: services.robot_sync.states(portal))))
 
 
 def main() -> None:
@@ -252,7 +360,7 @@ def main() -> None:
         app()
     except SettingsError as exc:  # raised outside a command, e.g. by a plugin; same contract
         err.print(str(exc), markup=False, highlight=False)
-        sys.exit(2)
+        sys.exit(EXIT_CONFIG)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from b24bridge.app import create_app
-from b24bridge.context import Context, open_context
+from b24bridge.composition import Services, open_services
 from b24bridge.portals import crypto
 from b24bridge.settings import Settings
 from tests.livehttp import LiveServer, serve, serve_many
@@ -120,11 +120,11 @@ class Bridge:
             self.server = None
 
     @asynccontextmanager
-    async def context(self, **overrides: Any) -> AsyncIterator[Context]:
-        """The service context in the test's own loop (only while the server is stopped: one context per process)."""
+    async def services(self, **overrides: Any) -> AsyncIterator[Services]:
+        """The services in the test's own loop (while the server is stopped, so no two processes' worth run)."""
         assert self.server is None, "stop the server first"
-        async with open_context(self.settings(**overrides)) as context:
-            yield context
+        async with open_services(self.settings(**overrides)) as services:
+            yield services
 
 
 @pytest.fixture

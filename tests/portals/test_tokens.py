@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from b24bridge.bitrix import BitrixClient
 from b24bridge.bitrix.errors import AuthLostError
-from b24bridge.portals import crypto, service
+from b24bridge.portals import crypto
+from b24bridge.portals.schemas import PortalUnavailableError
+from b24bridge.portals.service import PortalRegistry
 from tests.portals.conftest import KEY, Bridge, dump_text, rows
 
 
@@ -25,9 +28,9 @@ async def test_refreshed_tokens_are_persisted_encrypted(bridge: Bridge) -> None:
     bridge.stop()  # one service context per process: the test's own from here on
     old_access, old_refresh = _stored(bridge)
     counters = bridge.sandbox.control("GET", "/_sandbox/")["counters"]
-    async with bridge.context():
-        portal = await service.connect(member_id)
-        assert await service.connect(member_id) is portal  # cached per process
+    async with bridge.services() as services:
+        portal = await services.portals.connect(member_id)
+        assert await services.portals.connect(member_id) is portal  # cached per process
         assert (await portal.call("profile"))["ID"]
         bridge.sandbox.control("POST", "/_sandbox/tokens/expire", {"client_id": bridge.app["client_id"]})
         assert (await portal.call("profile"))["ID"]
@@ -53,21 +56,15 @@ async def test_refresh_by_another_process_is_picked_up(bridge: Bridge) -> None:
     bridge.wait_bound()
     member_id = bridge.sandbox.portal.world.member_id
     bridge.stop()
-    async with bridge.context() as first:
-        portal_a = await service.connect(member_id)
-        # A second process: its own Bitrix client, hence its own connection to the same portal.
-        from b24bridge.bitrix import BitrixClient
-
-        original = first.bitrix
-        first.bitrix = BitrixClient()
-        try:
-            portal_b = await service.connect(member_id)
+    async with bridge.services() as services:
+        portal_a = await services.portals.connect(member_id)
+        # A second process: its own Bitrix client and registry, hence its own connection to the same portal.
+        async with BitrixClient() as other_client:
+            other = PortalRegistry(services.database.pool, services.keys, other_client, services.portals.app)
+            portal_b = await other.connect(member_id)
             assert portal_b is not portal_a
             bridge.sandbox.control("POST", "/_sandbox/tokens/expire", {"client_id": bridge.app["client_id"]})
             await portal_b.call("profile")  # B refreshes and stores the pair
-        finally:
-            await first.bitrix.aclose()
-            first.bitrix = original
         before = bridge.sandbox.control("GET", "/_sandbox/")["counters"].get("oauth_requests:refresh_token", 0)
         await portal_a.call("profile")  # A's token is expired: it loads B's pair instead of refreshing again
         after = bridge.sandbox.control("GET", "/_sandbox/")["counters"].get("oauth_requests:refresh_token", 0)
@@ -80,8 +77,8 @@ async def test_lost_authorisation_marks_the_portal(bridge: Bridge) -> None:
     bridge.wait_bound()
     member_id = bridge.sandbox.portal.world.member_id
     bridge.stop()
-    async with bridge.context():
-        portal = await service.connect(member_id)
+    async with bridge.services() as services:
+        portal = await services.portals.connect(member_id)
         # Far beyond the refresh token's lifetime: the OAuth server answers invalid_grant.
         bridge.sandbox.control("POST", "/_sandbox/clock", {"advance": 400 * 86400})
         with pytest.raises(AuthLostError):
@@ -92,9 +89,9 @@ async def test_lost_authorisation_marks_the_portal(bridge: Bridge) -> None:
         with pytest.raises(AuthLostError):  # fails fast, nothing sent
             await portal.call("profile")
         assert bridge.sandbox.control("GET", "/_sandbox/")["counters"] == counters
-        with pytest.raises(service.PortalUnavailableError, match="lost its authorisation"):
-            await service.connect(member_id)
-        assert await service.verify_application_token(member_id, "anything") is None
+        with pytest.raises(PortalUnavailableError, match="lost its authorisation"):
+            await services.portals.connect(member_id)
+        assert await services.portals.verify_application_token(member_id, "anything") is None
     kinds = [r["kind"] for r in rows(bridge.database_url, "SELECT kind FROM portal_events ORDER BY id")]
     assert kinds == ["installed", "auth_lost"]
 
@@ -103,15 +100,16 @@ async def test_registry_queries(bridge: Bridge) -> None:
     auth = bridge.install()["install_call"]["payload"]["auth"]
     bridge.wait_bound()
     bridge.stop()
-    async with bridge.context():
+    async with bridge.services() as services:
+        registry = services.portals
         member_id = auth["member_id"]
-        record = await service.get_portal(member_id)
+        record = await registry.get(member_id)
         assert record is not None and record.status == "active" and record.limits.burst == 50
-        assert [p.member_id for p in await service.list_portals("active")] == [member_id]
-        assert await service.list_portals("uninstalled") == []
-        assert await service.get_portal("nobody") is None
-        assert await service.verify_application_token(member_id, auth["application_token"]) == record
-        assert await service.verify_application_token(member_id, auth["application_token"] + "x") is None
-        assert await service.verify_application_token("nobody", auth["application_token"]) is None
-        with pytest.raises(service.PortalUnavailableError, match="not installed"):
-            await service.connect("nobody")
+        assert [p.member_id for p in await registry.list_portals("active")] == [member_id]
+        assert await registry.list_portals("uninstalled") == []
+        assert await registry.get("nobody") is None
+        assert await registry.verify_application_token(member_id, auth["application_token"]) == record
+        assert await registry.verify_application_token(member_id, auth["application_token"] + "x") is None
+        assert await registry.verify_application_token("nobody", auth["application_token"]) is None
+        with pytest.raises(PortalUnavailableError, match="not installed"):
+            await registry.connect("nobody")

@@ -79,9 +79,10 @@ def test_worker_killed_mid_run_is_finished_once_by_another(workers: Workers) -> 
     # The install hook runs in the API process: no worker needed for that.
     bridge.install_and_sync()
     add_rule(sandbox, bridge.client_id, PERSON, timeout_duration=300)
-    # crm.contact.add takes 3 s: the worker dies while it is in flight. (The sandbox drops a request whose
-    # client went away; the write-happened-but-answer-lost case is test_uncertain_add_is_found_not_repeated.)
-    sandbox.control("POST", "/_sandbox/faults", {"latency_ms": 3000, "methods": ["crm.contact.add"]})
+    # crm.contact.add is held for 3 s and then dropped before it runs: the worker dies while it is in flight.
+    # (The write-happened-but-answer-lost case is test_uncertain_add_is_found_not_repeated.)
+    fault = {"latency_ms": 3000, "drop_rate": 1.0, "drop_phase": "before", "methods": ["crm.contact.add"]}
+    sandbox.control("POST", "/_sandbox/faults", fault)
 
     first = workers.start()
     workflow_id = move(sandbox, new_deal(sandbox))
@@ -92,10 +93,13 @@ def test_worker_killed_mid_run_is_finished_once_by_another(workers: Workers) -> 
         30,
         "the first worker to start the run",
     )
-    time.sleep(1.0)  # crm.contact.add is on its way
+    _wait(
+        lambda: sandbox.control("GET", "/_sandbox/faults")["injected"].get("drop_before"),
+        30,
+        "crm.contact.add to reach the portal",
+    )
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
-    time.sleep(3.0)
     sandbox.control("DELETE", "/_sandbox/faults")
     assert rows(bridge.database_url, "SELECT status FROM runs")[0]["status"] == "running"
 

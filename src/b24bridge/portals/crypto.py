@@ -157,16 +157,9 @@ def _key_file(settings: Settings) -> str:
     return text
 
 
-_cache: dict[tuple[str, str], Keyring] = {}
-
-
 def keyring(settings: Settings) -> Keyring:
-    """The keyring for ``settings`` (cached per process); raises :class:`KeyConfigError` if there is none."""
+    """The keyring for ``settings``; raises :class:`KeyConfigError` if there is none."""
     configured = settings.encryption_keys.get_secret_value() if settings.encryption_keys else ""
-    cache_key = (configured, str(settings.data_dir) if not configured else "")
-    found = _cache.get(cache_key)
-    if found is not None:
-        return found
     if not configured.strip():
         if settings.environment == "production":
             raise KeyConfigError(
@@ -174,9 +167,7 @@ def keyring(settings: Settings) -> Keyring:
                 "set it to k1:<32 random bytes in url-safe base64>"
             )
         configured = _key_file(settings)
-    ring = Keyring(tuple(parse_keys(configured)))
-    _cache[cache_key] = ring
-    return ring
+    return Keyring(tuple(parse_keys(configured)))
 
 
 # --- OAuth state --------------------------------------------------------------------------------------------------

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from b24bridge.observability import get_logger
 
-from . import oauth, service
+from .install import Installer
+from .oauth import OAuthFlow
 from .schemas import InstallError
+from .service import PortalRegistry
 
 log = get_logger(__name__)
 router = APIRouter(tags=["portals"])
+
+
+# The services come from the application's lifespan state, which the composition root fills.
+def _installer(request: Request) -> Installer:
+    return cast(Installer, request.state.installer)
+
+
+def _oauth_flow(request: Request) -> OAuthFlow:
+    return cast(OAuthFlow, request.state.oauth_flow)
+
+
+def _registry(request: Request) -> PortalRegistry:
+    return cast(PortalRegistry, request.state.portal_registry)
+
+
+InstallerDep = Annotated[Installer, Depends(_installer)]
+OAuthFlowDep = Annotated[OAuthFlow, Depends(_oauth_flow)]
+RegistryDep = Annotated[PortalRegistry, Depends(_registry)]
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -36,16 +56,16 @@ def _page(title: str, body: str, status: int = 200, head: str = "") -> HTMLRespo
 
 
 @router.post("/install")
-async def install(request: Request) -> Response:
+async def install(request: Request, installer: InstallerDep) -> Response:
     """The install handler an API-only application registers: the ONAPPINSTALL event."""
-    return await _install_event(await _form(request))
+    return await _install_event(installer, await _form(request))
 
 
 @router.post("/install/page")
-async def install_page(request: Request) -> Response:
+async def install_page(request: Request, installer: InstallerDep) -> Response:
     """The install page of an application opened in the portal's frame; the browser finishes the installation."""
     try:
-        portal = await service.install_from_frame(await _form(request), dict(request.query_params))
+        portal = await installer.from_frame(await _form(request), dict(request.query_params))
     except InstallError as exc:
         return _page("Installation failed", f"<p>{html.escape(str(exc))}</p>", exc.status)
     script = (
@@ -56,15 +76,16 @@ async def install_page(request: Request) -> Response:
 
 
 @router.get("/oauth/start")
-async def oauth_start(domain: str = "") -> Response:
+async def oauth_start(flow: OAuthFlowDep, domain: str = "") -> Response:
     try:
-        return RedirectResponse(oauth.start_url(domain), 302)
+        return RedirectResponse(flow.start_url(domain), 302)
     except InstallError as exc:
         return _refused(exc, "oauth start")
 
 
 @router.get("/oauth/callback")
 async def oauth_callback(
+    flow: OAuthFlowDep,
     code: str = "",
     state: str = "",
     domain: str = "",
@@ -73,9 +94,8 @@ async def oauth_callback(
     server_domain: str | None = None,
 ) -> Response:
     try:
-        portal = await oauth.finish(
-            code=code, state=state, domain=domain, member_id=member_id, scope=scope, server_domain=server_domain
-        )
+        del server_domain  # tokens are exchanged at the configured OAuth server, never one the caller names
+        portal = await flow.finish(code=code, state=state, domain=domain, member_id=member_id, scope=scope)
     except InstallError as exc:
         log.info("request refused", what="oauth callback", status=exc.status, reason=str(exc))
         return _page("Installation failed", f"<p>{html.escape(str(exc))}</p>", exc.status)
@@ -83,25 +103,25 @@ async def oauth_callback(
 
 
 @router.post("/events")
-async def events(request: Request) -> Response:
+async def events(request: Request, installer: InstallerDep, registry: RegistryDep) -> Response:
     """Events bound to this handler; each is proven by the portal's application_token."""
     form = await _form(request)
     event = form.get("event", "").upper()
     if event == "ONAPPINSTALL":  # some portals deliver it to the bound handler too
-        return await _install_event(form)
+        return await _install_event(installer, form)
     if event == "ONAPPUNINSTALL":
-        if not await service.uninstall(form):
+        if not await installer.uninstall(form):
             return _unauthorised(event)
         return JSONResponse({"status": "uninstalled"})
     member_id, token = form.get("auth[member_id]", ""), form.get("auth[application_token]", "")
-    if await service.verify_application_token(member_id, token) is None:
+    if await registry.verify_application_token(member_id, token) is None:
         return _unauthorised(event)
     return JSONResponse({"status": "ignored", "event": event})
 
 
-async def _install_event(form: dict[str, Any]) -> Response:
+async def _install_event(installer: Installer, form: dict[str, Any]) -> Response:
     try:
-        portal = await service.install_from_event(form)
+        portal = await installer.from_event(form)
     except InstallError as exc:
         return _refused(exc, "install event")
     return JSONResponse({"status": "installed", "member_id": portal.member_id})

@@ -72,10 +72,11 @@ async def list_all(conn: Conn, status: str | None = None) -> list[PortalRow]:
         return [PortalRow(**row) for row in await cur.fetchall()]
 
 
-async def upsert_install(conn: Conn, v: InstallValues) -> None:
+async def upsert_install(conn: Conn, v: InstallValues) -> PortalRow:
     """One row per member_id: a re-install overwrites endpoints and tokens and makes the portal active again."""
-    await conn.execute(
-        """
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"""
         INSERT INTO portals (member_id, domain, client_endpoint, server_endpoint, scope, status,
                              access_token_enc, refresh_token_enc, token_expires_at, application_token_hash,
                              app_version)
@@ -96,9 +97,13 @@ async def upsert_install(conn: Conn, v: InstallValues) -> None:
             installed_at = CASE WHEN portals.status = 'uninstalled' THEN now() ELSE portals.installed_at END,
             updated_at = now(),
             uninstalled_at = NULL
+        RETURNING {_COLUMNS}
         """,
         v.__dict__,
     )
+    row = await cur.fetchone()
+    assert row is not None  # an upsert always returns its row
+    return PortalRow(**row)
 
 
 async def save_tokens(

@@ -3,9 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
+
+from b24bridge.bitrix import Limits
+from b24bridge.bitrix.errors import AuthLostError
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """The Bitrix24 application b24bridge is: its OAuth client and the OAuth server that issues its tokens."""
+
+    client_id: str
+    client_secret: str
+    oauth_server: str
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.oauth_server.rstrip('/')}/oauth/token/"
+
+    def __repr__(self) -> str:  # the secret never reaches a log or a traceback
+        return f"AppCredentials(client_id={self.client_id!r}, oauth_server={self.oauth_server!r})"
+
+
+@dataclass(frozen=True)
+class PortalRecord:
+    """An installed portal as the rest of the service sees it (no token, no hash)."""
+
+    member_id: str
+    domain: str
+    client_endpoint: str
+    status: str
+    scope: str
+    limits: Limits
+    app_version: int | None
+
+
+class PortalUnavailableError(AuthLostError):
+    """The portal is uninstalled or lost its authorisation: no calls until it is installed or authorised again."""
 
 
 class InstallError(Exception):
@@ -27,9 +64,7 @@ class InstallClaim(BaseModel):
     client_endpoint: str | None = None
     server_endpoint: str | None = None
     scope: str = ""
-    access_token: str
     refresh_token: str
-    expires_in: int | None = None
     application_token: str | None = None
     app_version: int | None = None
 
@@ -81,9 +116,7 @@ def event_claim(form: Mapping[str, str]) -> InstallClaim:
         client_endpoint=form.get("auth[client_endpoint]") or None,
         server_endpoint=form.get("auth[server_endpoint]") or None,
         scope=form.get("auth[scope]") or "",
-        access_token=form["auth[access_token]"],
         refresh_token=form["auth[refresh_token]"],
-        expires_in=_int(form.get("auth[expires_in]"), "auth[expires_in]"),
         application_token=form["auth[application_token]"],
         app_version=_int(form.get("data[VERSION]"), "data[VERSION]"),
     )
@@ -103,8 +136,6 @@ def frame_claim(form: Mapping[str, str], query: Mapping[str, str]) -> InstallCla
         client_endpoint=f"{scheme}://{domain}/rest/",
         server_endpoint=form.get("SERVER_ENDPOINT") or None,
         scope=form.get("APPLICATION_SCOPE") or "",
-        access_token=form["AUTH_ID"],
         refresh_token=form["REFRESH_ID"],
-        expires_in=_int(form.get("AUTH_EXPIRES"), "AUTH_EXPIRES"),
         application_token=form.get("APPLICATION_TOKEN") or None,
     )

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
-from b24bridge.db import Database
-from b24bridge.settings import Settings
-
-from . import repository
+from .repository import PortalRow
 
 
-async def table(settings: Settings, status: str | None) -> Table:
-    async with Database(settings, min_size=0, max_size=1) as database, database.pool.connection() as conn:
-        rows = await repository.list_all(conn, status)
+def portals_table(rows: list[PortalRow]) -> Table:
     out = Table("member_id", "domain", "status", "scope", "version", "installed", "token expires")
     for row in rows:
         out.add_row(
@@ -27,13 +24,8 @@ async def table(settings: Settings, status: str | None) -> Table:
     return out
 
 
-async def detail(settings: Settings, member_id: str) -> Table | None:
-    async with Database(settings, min_size=0, max_size=1) as database, database.pool.connection() as conn:
-        row = await repository.get(conn, member_id)
-        history = await repository.events(conn, member_id) if row else []
-    if row is None:
-        return None
-    out = Table("field", "value", title=f"portal {member_id}")
+def portal_detail(row: PortalRow, history: list[dict[str, Any]]) -> Table:
+    out = Table("field", "value", title=f"portal {row.member_id}")
     for name in ("domain", "client_endpoint", "server_endpoint", "status", "scope", "app_version"):
         out.add_row(name, str(getattr(row, name) or ""))
     out.add_row("limits", f"burst {row.burst}, drain {row.drain}/s, operating {row.operating_limit}s")

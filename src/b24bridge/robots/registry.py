@@ -1,7 +1,7 @@
 """Robots declared in code: their properties, how they register in a portal, how their inputs are validated.
 
-A robot is a :class:`Robot` value built in ``robots/definitions/``; :data:`ROBOTS` is the declared set that
-``sync`` makes true in every portal (REFERENCE 5.2). The same declaration validates the values a portal sends
+A robot is a :class:`Robot` value built in ``robots/definitions/``, whose ``ROBOTS`` is the declared set that
+the sync makes true in every portal (REFERENCE 5.2). The same declaration validates the values a portal sends
 when the robot runs, so what the automation designer shows and what the handler accepts never drift apart.
 """
 
@@ -214,10 +214,3 @@ class Robot:
         if problems:
             raise InvalidInput("; ".join(problems))
         return self.check(values) if self.check is not None else values
-
-
-def declared() -> dict[str, Robot]:
-    """The robots this version of b24bridge declares, by code."""
-    from .definitions import ROBOTS
-
-    return {robot.code: robot for robot in ROBOTS}

@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-from b24bridge.context import current
+from typing import Any
+
+from psycopg import AsyncConnection
+
+Conn = AsyncConnection[Any]
 
 
-async def registrations(member_id: str) -> dict[str, str]:
+async def registrations(conn: Conn, member_id: str) -> dict[str, str]:
     """Code -> hash of the definition we last registered in this portal."""
-    async with current().database.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT code, definition_hash FROM robot_registrations WHERE member_id = %s", (member_id,)
-        )
-        return {str(code): str(digest) for code, digest in await cur.fetchall()}
+    cur = await conn.execute("SELECT code, definition_hash FROM robot_registrations WHERE member_id = %s", (member_id,))
+    return {str(code): str(digest) for code, digest in await cur.fetchall()}
 
 
-async def save(member_id: str, code: str, definition_hash: str) -> None:
-    async with current().database.pool.connection() as conn:
-        await conn.execute(
-            """
-            INSERT INTO robot_registrations (member_id, code, definition_hash) VALUES (%s, %s, %s)
-            ON CONFLICT (member_id, code)
-            DO UPDATE SET definition_hash = EXCLUDED.definition_hash, registered_at = now()
-            """,
-            (member_id, code, definition_hash),
-        )
+async def save(conn: Conn, member_id: str, code: str, definition_hash: str) -> None:
+    await conn.execute(
+        """
+        INSERT INTO robot_registrations (member_id, code, definition_hash) VALUES (%s, %s, %s)
+        ON CONFLICT (member_id, code)
+        DO UPDATE SET definition_hash = EXCLUDED.definition_hash, registered_at = now()
+        """,
+        (member_id, code, definition_hash),
+    )
 
 
-async def forget(member_id: str, codes: list[str]) -> None:
-    if not codes:
-        return
-    async with current().database.pool.connection() as conn:
+async def forget(conn: Conn, member_id: str, codes: list[str]) -> None:
+    if codes:
         await conn.execute(
             "DELETE FROM robot_registrations WHERE member_id = %s AND code = ANY(%s)", (member_id, codes)
         )

@@ -12,7 +12,6 @@ class CallAnswer:
     http_status: int
     detail: str
     run_id: int | None = None
-    duplicate: bool = False
 
 
 @dataclass

@@ -2,27 +2,36 @@
 
 ``robots:run`` runs one robot call. Its job is deferred with ``lock=run:<id>`` so one run never executes twice at
 once (procrastinate runs jobs sharing a lock one after another), and retried with exponential backoff only when
-the service raises ``RetryRun`` (a retryable or uncertain portal error); permanent errors end the run at once.
+the runner raises ``RetryRun`` (a retryable or uncertain portal error); permanent errors end the run at once.
 
 A worker killed mid-run (kill -9, OOM, a lost node) leaves its job in ``doing`` forever as far as procrastinate is
 concerned. Workers send heartbeats (``WORKER_DEFAULTS``); ``robots:retry_stalled`` runs every few seconds in
 whichever worker is alive and hands jobs of workers silent for longer than ``STALLED_AFTER`` back to the queue.
 The re-run is safe: the run counts as repeated, so the robot first looks for what the dead attempt wrote
 (ORIGIN_ID) instead of writing it again.
+
+Tasks get the service they need from the job context (``additional_context``), filled by the composition root.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import procrastinate
+from psycopg import AsyncConnection
 
-from b24bridge.context import current
 from b24bridge.observability import get_logger
 
+from .runner import RobotRunner
 from .schemas import RetryRun
 
 log = get_logger(__name__)
+
+NAMESPACE = "robots"
+RUN_TASK = f"{NAMESPACE}:run"
+# The key under which the worker's job context carries the RobotRunner.
+RUNNER = "robots.runner"
 
 # Heartbeats every 2 s; a worker silent for 10 s is dead. Frequent enough to re-run a killed worker's robot
 # well within a typical robot timeout, cheap enough (one UPDATE per worker every 2 s).
@@ -39,11 +48,16 @@ STALLED_AFTER = 10.0
 _RETRY = procrastinate.RetryStrategy(max_attempts=8, wait=1, exponential_wait=2, retry_exceptions={RetryRun})
 
 
-async def run(run_id: int) -> None:
-    from .service import execute_run
+async def defer_run(jobs: procrastinate.App, conn: AsyncConnection[Any], run_id: int) -> None:
+    """Queue the run's job on ``conn``, inside the caller's transaction."""
+    lock = f"run:{run_id}"
+    await jobs.configure_task(RUN_TASK, lock=lock, queueing_lock=lock, connection=conn).defer_async(run_id=run_id)
 
+
+async def run(context: procrastinate.JobContext, run_id: int) -> None:
+    runner = cast(RobotRunner, context.additional_context[RUNNER])
     try:
-        await execute_run(run_id)
+        await runner.execute(run_id)
     except asyncio.CancelledError:
         # Cut short by the worker's shutdown: back to the queue. The re-run finds what this attempt wrote
         # (ORIGIN_ID), so nothing is done twice.
@@ -51,9 +65,9 @@ async def run(run_id: int) -> None:
         raise RetryRun("worker shut down during the run") from None
 
 
-async def retry_stalled(timestamp: int) -> None:
-    manager = current().jobs.job_manager
-    for job in await manager.get_stalled_jobs(task_name="robots:run", seconds_since_heartbeat=STALLED_AFTER):
+async def retry_stalled(context: procrastinate.JobContext, timestamp: int) -> None:
+    manager = context.app.job_manager
+    for job in await manager.get_stalled_jobs(task_name=RUN_TASK, seconds_since_heartbeat=STALLED_AFTER):
         log.warning("robots.stalled_job_retried", job_id=job.id, run_id=job.task_kwargs.get("run_id"))
         await manager.retry_job(job)
 
@@ -62,8 +76,8 @@ def build_blueprint() -> procrastinate.Blueprint:
     """A new blueprint for each procrastinate App: adding one to an App renames and binds its tasks in place,
     so a shared blueprint would break the second service context of a process (tests, embedding callers)."""
     blueprint = procrastinate.Blueprint()
-    blueprint.task(name="run", retry=_RETRY)(run)
+    blueprint.task(name="run", retry=_RETRY, pass_context=True)(run)
     blueprint.periodic(cron="* * * * * */5")(
-        blueprint.task(name="retry_stalled", queueing_lock="robots:retry_stalled")(retry_stalled)
+        blueprint.task(name="retry_stalled", queueing_lock="robots:retry_stalled", pass_context=True)(retry_stalled)
     )
     return blueprint

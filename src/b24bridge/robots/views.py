@@ -1,19 +1,13 @@
-"""What ``b24bridge robots sync|list`` do and print (rich tables); the typer commands live in ``cli.py``."""
+"""What ``b24bridge robots sync|list`` print (rich tables)."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-from b24bridge.context import open_context
-from b24bridge.settings import Settings
-
-from . import service
+from .schemas import RobotState, SyncReport
 
 
-async def sync(settings: Settings, member_id: str | None) -> tuple[Table, bool]:
-    """The sync report per portal, and whether every portal synced."""
-    async with open_context(settings):
-        reports = await service.sync_all(member_id)
+def sync_table(reports: list[SyncReport]) -> Table:
     out = Table("portal", "added", "updated", "deleted", "unchanged", "error")
     for report in reports:
         out.add_row(
@@ -24,14 +18,12 @@ async def sync(settings: Settings, member_id: str | None) -> tuple[Table, bool]:
             ", ".join(report.unchanged),
             report.error or "",
         )
-    return out, all(report.error is None for report in reports)
+    return out
 
 
-async def states(settings: Settings, member_id: str | None) -> Table:
-    async with open_context(settings):
-        found = await service.robot_states(member_id)
+def states_table(states: list[RobotState]) -> Table:
     out = Table("portal", "robot", "declared", "registered", "state")
-    for state in found:
+    for state in states:
         if state.declared and state.registered:
             verdict = "current" if state.current else "outdated (run robots sync)"
         elif state.declared:

@@ -1,4 +1,4 @@
-"""SQL of the run log (tables ``runs`` and ``run_calls``, migration 0004)."""
+"""SQL of the run log (tables ``runs`` and ``run_calls``, migration 0004). Every function takes its connection."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from b24bridge.context import current
-
 from .schemas import NewRun, Run, RunCall
+
+Conn = AsyncConnection[Any]
 
 _COLUMNS = (
     "id, member_id, robot_code, workflow_id, event_token, document_id, inputs, status, outcome, error, attempts,"
@@ -18,11 +18,7 @@ _COLUMNS = (
 )
 
 
-def _run(row: dict[str, Any]) -> Run:
-    return Run(**row)
-
-
-async def insert(conn: AsyncConnection[Any], run: NewRun) -> int | None:
+async def insert(conn: Conn, run: NewRun) -> int | None:
     """The new run's id, or None when the same call (member, workflow, event token) was stored before."""
     finished = "now()" if run.status != "queued" else "NULL"
     cur = await conn.execute(
@@ -49,28 +45,15 @@ async def insert(conn: AsyncConnection[Any], run: NewRun) -> int | None:
     return None if row is None else int(row[0])
 
 
-async def get(run_id: int) -> Run | None:
-    async with current().database.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
+async def get(conn: Conn, run_id: int) -> Run | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
         row = await cur.fetchone()
-    return None if row is None else _run(row)
+    return None if row is None else Run(**row)
 
 
-async def find(member_id: str, workflow_id: str, event_token: str) -> Run | None:
-    async with current().database.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            f"SELECT {_COLUMNS} FROM runs WHERE member_id = %s AND workflow_id = %s AND event_token = %s",
-            (member_id, workflow_id, event_token),
-        )
-        row = await cur.fetchone()
-    return None if row is None else _run(row)
-
-
-async def list_runs(member_id: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
-    async with current().database.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
+async def list_runs(conn: Conn, member_id: str | None, status: str | None, limit: int) -> list[Run]:
+    async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
             SELECT {_COLUMNS} FROM runs
@@ -80,25 +63,21 @@ async def list_runs(member_id: str | None = None, status: str | None = None, lim
             """,
             {"member": member_id, "status": status, "limit": limit},
         )
-        rows = await cur.fetchall()
-    return [_run(row) for row in rows]
+        return [Run(**row) for row in await cur.fetchall()]
 
 
-async def calls(run_id: int) -> list[RunCall]:
-    async with current().database.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
+async def calls(conn: Conn, run_id: int) -> list[RunCall]:
+    async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT id, run_id, method, status, duration, error, at FROM run_calls WHERE run_id = %s ORDER BY id",
             (run_id,),
         )
-        rows = await cur.fetchall()
-    return [RunCall(**row) for row in rows]
+        return [RunCall(**row) for row in await cur.fetchall()]
 
 
-async def start_attempt(run_id: int) -> Run | None:
+async def start_attempt(conn: Conn, run_id: int) -> Run | None:
     """Count an attempt and mark the run running; a run whose outcome is decided is returned unchanged."""
-    async with current().database.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
+    async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
             UPDATE runs SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now())
@@ -111,33 +90,40 @@ async def start_attempt(run_id: int) -> Run | None:
         if row is None:
             await cur.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
             row = await cur.fetchone()
-    return None if row is None else _run(row)
+    return None if row is None else Run(**row)
 
 
-async def finish(run_id: int, status: str, outcome: dict[str, Any] | None, error: str | None) -> None:
-    async with current().database.pool.connection() as conn:
-        await conn.execute(
-            "UPDATE runs SET status = %s, outcome = %s, error = %s, finished_at = now() WHERE id = %s",
-            (status, Jsonb(outcome) if outcome is not None else None, error, run_id),
+async def finish(
+    conn: Conn, run_id: int, status: str, outcome: dict[str, Any] | None, error: str | None, *, answered: bool
+) -> Run | None:
+    """Record the outcome (and, when ``answered``, that the workflow has it) in one statement; the run as stored."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""
+            UPDATE runs SET status = %s, outcome = %s, error = %s, finished_at = now(),
+                            answered_at = CASE WHEN %s THEN now() ELSE answered_at END
+             WHERE id = %s
+            RETURNING {_COLUMNS}
+            """,
+            (status, Jsonb(outcome) if outcome is not None else None, error, answered, run_id),
         )
+        row = await cur.fetchone()
+    return None if row is None else Run(**row)
 
 
-async def requeue(run_id: int, error: str) -> None:
+async def requeue(conn: Conn, run_id: int, error: str) -> None:
     """A retryable failure: the run waits for its next attempt, the error is kept for whoever looks."""
-    async with current().database.pool.connection() as conn:
-        await conn.execute("UPDATE runs SET status = 'queued', error = %s WHERE id = %s", (error, run_id))
+    await conn.execute("UPDATE runs SET status = 'queued', error = %s WHERE id = %s", (error, run_id))
 
 
-async def mark_answered(run_id: int, error: str | None = None) -> None:
-    async with current().database.pool.connection() as conn:
-        await conn.execute(
-            "UPDATE runs SET answered_at = now(), error = coalesce(%s, error) WHERE id = %s", (error, run_id)
-        )
+async def mark_answered(conn: Conn, run_id: int, error: str | None) -> None:
+    await conn.execute(
+        "UPDATE runs SET answered_at = now(), error = coalesce(%s, error) WHERE id = %s", (error, run_id)
+    )
 
 
-async def record_call(run_id: int, method: str, status: str, duration: float, error: str | None) -> None:
-    async with current().database.pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO run_calls (run_id, method, status, duration, error) VALUES (%s, %s, %s, %s, %s)",
-            (run_id, method, status, duration, error),
-        )
+async def record_call(conn: Conn, run_id: int, method: str, status: str, duration: float, error: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO run_calls (run_id, method, status, duration, error) VALUES (%s, %s, %s, %s, %s)",
+        (run_id, method, status, duration, error),
+    )

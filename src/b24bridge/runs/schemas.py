@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "uncertain"]
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "uncertain")
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "uncertain"})
 

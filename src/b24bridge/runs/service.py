@@ -1,49 +1,81 @@
-"""The run log: runs listed and shown, and every outbound call of a run recorded as it happens."""
+"""The run log: one owner for the life of every run (opened, attempted, its calls recorded, finished, answered).
+
+Robots (and the bridge) record through :class:`RunLog` only; nothing else writes the ``runs`` tables.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from b24bridge.bitrix import BitrixError, Portal
-from b24bridge.observability import get_logger
+from psycopg_pool import AsyncConnectionPool
+
+from b24bridge.bitrix import CallObserver, CallRecord
 
 from . import repository
-from .schemas import STATUSES, Run, RunCall
+from .repository import Conn
+from .schemas import STATUSES, NewRun, Run, RunCall
 
-log = get_logger(__name__)
-
-
-class RecordingPortal:
-    """A portal connection whose calls are written to ``run_calls`` (method, outcome, duration, error).
-
-    Only ``call`` is offered: a robot's work is a few single calls, which the client batches with other runs.
-    """
-
-    def __init__(self, portal: Portal, run_id: int) -> None:
-        self.portal = portal
-        self.run_id = run_id
-
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        started = time.monotonic()
-        try:
-            result = await self.portal.call(method, params)
-        except BitrixError as exc:
-            status = "uncertain" if exc.uncertain else "error"
-            await repository.record_call(self.run_id, method, status, time.monotonic() - started, str(exc))
-            raise
-        await repository.record_call(self.run_id, method, "ok", time.monotonic() - started, None)
-        return result
+MAX_LISTED = 10_000
 
 
-async def list_runs(member_id: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
-    if status is not None and status not in STATUSES:
-        raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-    return await repository.list_runs(member_id, status, max(1, min(limit, 10_000)))
+class RunLog:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
 
+    async def open(self, conn: Conn, run: NewRun) -> int | None:
+        """Store a new run on the caller's connection (inside its transaction, beside the run's job).
 
-async def show_run(run_id: int) -> tuple[Run, list[RunCall]] | None:
-    run = await repository.get(run_id)
-    if run is None:
-        return None
-    return run, await repository.calls(run_id)
+        None when the same call was stored before: the portal delivered it twice.
+        """
+        return await repository.insert(conn, run)
+
+    async def begin_attempt(self, run_id: int) -> Run | None:
+        async with self.pool.connection() as conn:
+            return await repository.start_attempt(conn, run_id)
+
+    async def finish(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        outcome: dict[str, Any] | None = None,
+        error: str | None = None,
+        answered: bool = False,
+    ) -> Run:
+        async with self.pool.connection() as conn:
+            run = await repository.finish(conn, run_id, status, outcome, error, answered=answered)
+        if run is None:
+            raise LookupError(f"run {run_id} does not exist")
+        return run
+
+    async def requeue(self, run_id: int, error: str) -> None:
+        async with self.pool.connection() as conn:
+            await repository.requeue(conn, run_id, error)
+
+    async def mark_answered(self, run_id: int, error: str | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await repository.mark_answered(conn, run_id, error)
+
+    def recorder(self, run_id: int) -> CallObserver:
+        """A client observer that writes each finished call of the run to ``run_calls``."""
+
+        async def record(call: CallRecord) -> None:
+            async with self.pool.connection() as conn:
+                await repository.record_call(conn, run_id, call.method, call.outcome, call.duration, call.error)
+
+        return record
+
+    async def get(self, run_id: int) -> Run | None:
+        async with self.pool.connection() as conn:
+            return await repository.get(conn, run_id)
+
+    async def list_runs(self, member_id: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        async with self.pool.connection() as conn:
+            return await repository.list_runs(conn, member_id, status, max(1, min(limit, MAX_LISTED)))
+
+    async def show(self, run_id: int) -> tuple[Run, list[RunCall]] | None:
+        async with self.pool.connection() as conn:
+            run = await repository.get(conn, run_id)
+            return None if run is None else (run, await repository.calls(conn, run_id))

@@ -6,21 +6,16 @@ import json
 
 from rich.table import Table
 
-from b24bridge.context import open_context
-from b24bridge.settings import Settings
-
-from . import service
+from .schemas import Run, RunCall
 
 
 def _ts(value: object) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S}" if value is not None else ""
 
 
-async def table(settings: Settings, member_id: str | None, status: str | None, limit: int) -> Table:
-    async with open_context(settings):
-        found = await service.list_runs(member_id, status, limit)
+def runs_table(runs: list[Run]) -> Table:
     out = Table("id", "portal", "robot", "workflow", "status", "attempts", "created", "finished", "error")
-    for run in found:
+    for run in runs:
         out.add_row(
             str(run.id),
             run.member_id,
@@ -35,13 +30,8 @@ async def table(settings: Settings, member_id: str | None, status: str | None, l
     return out
 
 
-async def detail(settings: Settings, run_id: int) -> Table | None:
-    async with open_context(settings):
-        found = await service.show_run(run_id)
-    if found is None:
-        return None
-    run, calls = found
-    out = Table("field", "value", title=f"run {run_id}")
+def run_detail(run: Run, calls: list[RunCall]) -> Table:
+    out = Table("field", "value", title=f"run {run.id}")
     for name in ("member_id", "robot_code", "workflow_id", "status", "attempts", "error"):
         out.add_row(name, str(getattr(run, name) or ""))
     out.add_row("document_id", "/".join(run.document_id))

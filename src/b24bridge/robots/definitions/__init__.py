@@ -6,3 +6,8 @@ from ..registry import Robot
 from .create_contact import CREATE_CONTACT
 
 ROBOTS: tuple[Robot, ...] = (CREATE_CONTACT,)
+
+
+def declared() -> dict[str, Robot]:
+    """The robots this version of b24bridge declares, by code."""
+    return {robot.code: robot for robot in ROBOTS}

@@ -1,0 +1,165 @@
+"""The composition root: the one place that builds what a process runs on and wires it together.
+
+``serve`` (through :func:`b24bridge.app.create_app`), ``worker`` and the CLI open :func:`open_services`; read-only
+commands open :func:`open_reader` (the database only, no migrations). Everything below receives what it needs as
+arguments: HTTP handlers through FastAPI dependencies fed from the lifespan state (:meth:`Services.web_state`), jobs
+through procrastinate's job context (:meth:`Services.job_context`), services and repositories as constructor and
+function arguments. Hooks between domains (after an installation, register the robots) are wired here too.
+
+A new domain (the bridge) plugs in here: build its services from the ones below, add its routes to the app, its
+blueprint to :func:`b24bridge.jobs.build_app` and its entries to ``web_state``/``job_context``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import procrastinate
+from redis.asyncio import Redis
+
+from b24bridge import jobs, migrations
+from b24bridge.bitrix import BatchSettings, BitrixClient
+from b24bridge.bitrix.redis_state import RedisLimiter, RedisRefreshLock
+from b24bridge.db import Database
+from b24bridge.portals import crypto
+from b24bridge.portals.install import Installer
+from b24bridge.portals.oauth import OAuthFlow
+from b24bridge.portals.schemas import AppCredentials
+from b24bridge.portals.service import PortalRegistry
+from b24bridge.robots import tasks as robot_tasks
+from b24bridge.robots.definitions import declared
+from b24bridge.robots.intake import RobotIntake
+from b24bridge.robots.runner import RobotRunner
+from b24bridge.robots.sync import RobotSync
+from b24bridge.runs.service import RunLog
+from b24bridge.settings import Settings
+
+
+class SchemaOutdated(Exception):
+    """The database is not at the schema this version needs; the message says what to run."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    job_app: procrastinate.App
+    bitrix: BitrixClient
+    redis: Redis | None
+    keys: crypto.Keyring
+    portals: PortalRegistry
+    installer: Installer
+    oauth: OAuthFlow
+    runs: RunLog
+    robot_intake: RobotIntake
+    robot_runner: RobotRunner
+    robot_sync: RobotSync
+
+    def web_state(self) -> dict[str, Any]:
+        """What HTTP handlers may depend on, by the names their ``endpoints`` modules read."""
+        return {
+            "database": self.database,
+            "portal_registry": self.portals,
+            "installer": self.installer,
+            "oauth_flow": self.oauth,
+            "robot_intake": self.robot_intake,
+        }
+
+    def job_context(self) -> dict[str, Any]:
+        """What jobs may depend on, by the keys their ``tasks`` modules read."""
+        return {robot_tasks.RUNNER: self.robot_runner}
+
+    def worker(self, name: str, concurrency: int | None = None) -> jobs.SupervisedWorker:
+        return jobs.SupervisedWorker(
+            self.job_app,
+            concurrency=concurrency or self.settings.worker_concurrency,
+            name=name,
+            context=self.job_context(),
+        )
+
+
+def app_credentials(settings: Settings) -> AppCredentials | None:
+    if not settings.app_client_id or settings.app_client_secret is None:
+        return None
+    return AppCredentials(settings.app_client_id, settings.app_client_secret.get_secret_value(), settings.oauth_server)
+
+
+@asynccontextmanager
+async def _database(settings: Settings, database: Database | None, **pool: int) -> AsyncIterator[Database]:
+    """The given database as it is, or one of our own, started here and stopped after."""
+    if database is not None:
+        yield database
+        return
+    async with Database(settings, **pool) as own:
+        yield own
+
+
+async def check_schema(database: Database) -> None:
+    current = await asyncio.to_thread(migrations.current_revision, database.url)
+    head = migrations.head_revision()
+    if current != head:
+        raise SchemaOutdated(
+            f"the database schema is at revision {current or 'none'}, this b24bridge needs {head}: "
+            "run `b24bridge db upgrade` (or start `b24bridge serve`, which upgrades it)"
+        )
+
+
+@asynccontextmanager
+async def open_reader(settings: Settings) -> AsyncIterator[Database]:
+    """The database alone, for commands that only read: no migrations, no clients, a small pool."""
+    async with _database(settings, None, min_size=0, max_size=2) as database:
+        await check_schema(database)
+        yield database
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, database: Database | None = None, *, migrate: bool = True
+) -> AsyncIterator[Services]:
+    """Start what the service needs (the database unless one is given, migrations, clients) and stop it after."""
+    keys = crypto.keyring(settings)
+    async with AsyncExitStack() as stack:
+        database = await stack.enter_async_context(_database(settings, database))
+        if migrate:
+            await asyncio.to_thread(migrations.upgrade, database.url)
+        else:
+            await check_schema(database)
+        redis: Redis | None = None
+        bitrix_options: dict[str, Any] = {}
+        if settings.redis_url:
+            redis = Redis.from_url(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            bitrix_options = {"limiter": RedisLimiter(redis), "refresh_lock": RedisRefreshLock(redis)}
+        bitrix = BitrixClient(batching=BatchSettings(enabled=settings.bitrix_autobatch), **bitrix_options)
+        stack.push_async_callback(bitrix.aclose)
+        job_app = jobs.build_app(database)
+        await stack.enter_async_context(job_app.open_async())
+
+        pool, app = database.pool, app_credentials(settings)
+        robots = declared()
+        portals = PortalRegistry(pool, keys, bitrix, app)
+        runs = RunLog(pool)
+        robot_sync = RobotSync(pool, portals, robots, settings.public_url)
+        installer = Installer(
+            pool, keys, portals, bitrix.http, app, settings.public_url, after_install=[robot_sync.on_portal_installed]
+        )
+        stack.push_async_callback(installer.wait_idle)
+        yield Services(
+            settings=settings,
+            database=database,
+            job_app=job_app,
+            bitrix=bitrix,
+            redis=redis,
+            keys=keys,
+            portals=portals,
+            installer=installer,
+            oauth=OAuthFlow(keys, app, installer),
+            runs=runs,
+            robot_intake=RobotIntake(pool, portals, runs, job_app, robots),
+            robot_runner=RobotRunner(portals, runs, robots),
+            robot_sync=robot_sync,
+        )
