@@ -20,6 +20,7 @@ run: venv
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/lint-imports
 
 fmt: venv
 	$(BIN)/ruff check --fix $(LINT_PATHS)
@@ -36,9 +37,9 @@ test: lint typecheck pytest
 sandbox: venv
 	$(BIN)/b24bridge sandbox
 
+# Every benchmark in turn, each printing its figure beside its baseline (docs/benchmarks.md); BENCH=name runs one.
 bench: venv
-	@if [ -f bench/__main__.py ]; then $(BIN)/python -m bench; \
-	else echo "no benchmarks yet (bench/__main__.py)"; fi
+	$(BIN)/python bench/__main__.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
