@@ -6,8 +6,11 @@ Sandbox fixtures live in ``tests/sandbox/conftest.py``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -36,11 +39,23 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield libpq_url(external)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pg")
+    # Not under pytest's tmp_path: pytest makes its root private (0700) at every session start, and the embedded
+    # server runs as another user when the tests run as root.
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="b24bridge-test-pg-")) / "pg")
     try:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    """A data folder for an embedded PostgreSQL, outside pytest's private tmp root (see ``pg_admin_url``)."""
+    path = Path(tempfile.mkdtemp(prefix="b24bridge-test-data-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

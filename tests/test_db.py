@@ -80,14 +80,14 @@ async def test_procrastinate_defers_into_migrated_schema(database: Database) -> 
         assert await cur.fetchone() == ("b24bridge.tests.noop", {"value": 7}, "todo")
 
 
-async def test_embedded_database_starts_and_stops(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+async def test_embedded_database_starts_and_stops(embedded_dir: Path) -> None:
+    settings = Settings(data_dir=embedded_dir / "data")
     async with Database(settings) as db:
         assert db.embedded
         await db.ping()
         # The service database is created on first start.
         assert db.url.startswith("postgresql://postgres@localhost/b24bridge?host=")
-        pgdata = tmp_path / "data" / "pg"
+        pgdata = embedded_dir / "data" / "pg"
         assert (pgdata / "postmaster.pid").exists()
     assert not (pgdata / "postmaster.pid").exists()
 

@@ -26,8 +26,8 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_serve_on_embedded_defaults(tmp_path: Path, unused_tcp_port: int) -> None:
-    data_dir = tmp_path / "data"
+def test_serve_on_embedded_defaults(tmp_path: Path, embedded_dir: Path, unused_tcp_port: int) -> None:
+    data_dir = embedded_dir / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("B24BRIDGE_")}
     env.update({"B24BRIDGE_DATA_DIR": str(data_dir), "B24BRIDGE_LOG_FORMAT": "json"})
     executable = Path(sys.executable).parent / "b24bridge"

@@ -1,23 +1,30 @@
 """PostgreSQL access: an external server from settings, or a private embedded one.
 
 Without ``B24BRIDGE_DATABASE_URL`` the service runs a PostgreSQL of its own (the ``pgserver``
-package) under ``data_dir/pg`` so that ``b24bridge serve`` works with zero setup.
+package) under ``data_dir/pg`` so that ``b24bridge serve`` works with zero setup. Every b24bridge
+process on that folder (``serve``, ``worker``, the CLI commands) shares that one server; the last one
+to let go stops it (see :class:`EmbeddedPostgres`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import fcntl
 import importlib
 import json
 import os
 import re
 import subprocess
 import threading
+import time
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import procrastinate
@@ -32,6 +39,10 @@ log = get_logger(__name__)
 
 EMBEDDED_DB_NAME = "b24bridge"
 PING_TIMEOUT = 2.0
+# pgserver's list of the pids using a data directory (a JSON list of ints, inside the directory).
+HANDLES_FILE = ".handle_pids.json"
+# Seconds ``pg_ctl stop`` may take in each shutdown mode before the next, harsher one is tried.
+STOP_TIMEOUT = 5
 
 
 class DatabaseUnavailable(Exception):
@@ -48,31 +59,63 @@ def sqlalchemy_url(url: str) -> str:
     return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql+psycopg://", url)
 
 
+# How long the job engine waits for a pooled connection. Its default (30 s) is what a stopping worker waited when
+# the database had gone away, so a shutdown during an outage took half a minute.
+JOB_POOL_TIMEOUT = 5.0
+
+
 def procrastinate_app(conninfo: str, **kwargs: Any) -> procrastinate.App:
     """A procrastinate App on ``conninfo``; the caller opens it (``async with app.open_async()``)."""
-    return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=libpq_url(conninfo)), **kwargs)
+    connector = procrastinate.PsycopgConnector(conninfo=libpq_url(conninfo), timeout=JOB_POOL_TIMEOUT)
+    return procrastinate.App(connector=connector, **kwargs)
+
+
+@dataclass
+class _Shared:
+    """One directory's server as this process uses it: the pgserver handle and how many of us use it."""
+
+    server: Any
+    users: int = 0
 
 
 class EmbeddedPostgres:
-    """A pgserver-managed PostgreSQL living in one directory, owned by this process."""
+    """A pgserver-managed PostgreSQL in one directory, shared by every process that uses the directory.
+
+    The first process to need it runs initdb and starts it; the others attach to the running server.
+    Users are counted in pgserver's ``.handle_pids.json``, one pid per process (uses within one process
+    are counted here). The server runs as long as a listed process is alive, whichever process started
+    it, and the last one to :meth:`stop` shuts it down. A starter that exits first leaves the server to
+    the others (``pg_ctl`` detached the postmaster from it). Pids of processes that died without letting
+    go (kill -9) are dropped whenever the list is rewritten, so whoever leaves last after such a crash
+    stops the server, and one that merely attached never stops it while another process still uses it.
+
+    Start/attach and stop/detach run under an exclusive ``flock`` on ``.<dir>.lock`` beside the
+    directory: two processes never initdb or start at once, and the server is never stopped while
+    another process is attaching to it.
+    """
+
+    # By directory, for this process: the handle list names a process once, so it must leave with its last user.
+    _shared: ClassVar[dict[Path, _Shared]] = {}
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata.expanduser().resolve()
         self._server: Any = None
-        # stop() may run in a worker thread and, after a second Ctrl-C, again on the event loop.
-        self._stop_lock = threading.Lock()
+        # start() and stop() run in worker threads; after a second Ctrl-C, stop() also on the event loop.
+        self._lock = threading.Lock()
 
     def start(self) -> str:
-        """Start (blocking) and return the admin URL of the ``postgres`` database."""
-        # Imported lazily: heavy, and only needed when no external database is configured.
-        with warnings.catch_warnings():
-            # platformdirs warns that XDG_RUNTIME_DIR is unset (normal in containers and CI).
-            warnings.simplefilter("ignore")
-            pgserver: Any = importlib.import_module("pgserver")
-
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._forget_dead_handles()
-        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        """Start the server or attach to the running one (blocking); return the ``postgres`` database's URL."""
+        with self._lock:
+            if self._server is None:
+                self.pgdata.mkdir(parents=True, exist_ok=True)
+                with self._exclusive():
+                    shared = self._shared.get(self.pgdata)
+                    if shared is None:
+                        shared = self._shared[self.pgdata] = _Shared(self._attach())
+                    shared.users += 1
+                self._server = shared.server
+                # A process that ends without stop() (an uncaught exception, sys.exit) still lets go.
+                atexit.register(self.stop)
         return self.url("postgres")
 
     def url(self, dbname: str) -> str:
@@ -85,51 +128,112 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@localhost/{dbname}?host={quote(socket_dir, safe='/')}"
 
     def stop(self) -> None:
-        with self._stop_lock:
+        """Let go of the server; shut it down if no other user, here or in a live process, is left."""
+        with self._lock:
             server, self._server = self._server, None
-            if server is not None:
-                self._stop(server)
+            if server is None:
+                return
+            atexit.unregister(self.stop)
+            with self._exclusive():
+                shared = self._shared[self.pgdata]
+                shared.users -= 1
+                if shared.users:
+                    return
+                del self._shared[self.pgdata]
+                others = _rewrite_handles(self.pgdata, leaving=os.getpid())
+                if others:
+                    log.info(
+                        "embedded PostgreSQL left running for other processes", pgdata=str(self.pgdata), pids=others
+                    )
+                else:
+                    self._shutdown(server.system_user)
 
-    def _stop(self, server: Any) -> None:
-        info = server.get_postmaster_info()
-        server.cleanup()
-        # pgserver only stops the server when this process holds the last handle; a handle left by a
-        # crashed process would keep it running forever, so make sure ourselves. postmaster.pid is
-        # removed by PostgreSQL itself on a clean shutdown.
-        if (self.pgdata / "postmaster.pid").exists():
-            commands: Any = importlib.import_module("pgserver._commands")
-            try:
-                commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=server.system_user)
-            except subprocess.CalledProcessError:
-                with contextlib.suppress(Exception):
-                    info.process.terminate()
-        # ``pg_ctl start`` can leave the postmaster as our child; reap it so no zombie outlives stop().
-        with contextlib.suppress(Exception):
-            info.process.wait(timeout=5)
-
-    def _forget_dead_handles(self) -> None:
-        # pgserver counts live users in ``.handle_pids.json``; pids of processes that were killed
-        # stay there and would stop it from ever shutting the server down.
-        handles = self.pgdata / ".handle_pids.json"
-        if not handles.exists():
-            return
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        # Beside the directory, not in it: initdb wants an empty one. A fresh descriptor per use, so the
+        # lock also keeps out other threads of this process; the kernel drops it when its holder dies.
+        fd = os.open(self.pgdata.with_name(f".{self.pgdata.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            pids = json.loads(handles.read_text())
-        except ValueError:
-            pids = []
-        alive = [pid for pid in pids if isinstance(pid, int) and _pid_alive(pid)]
-        if alive != pids:
-            handles.write_text(json.dumps(alive))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _attach(self) -> Any:
+        others = _rewrite_handles(self.pgdata)
+        # Not get_server(): its per-process cache would hand a stopped server back to a later start().
+        # cleanup_mode=None: only this class stops the server, under the lock and after counting users.
+        server = _import("pgserver").PostgresServer(self.pgdata, cleanup_mode=None)
+        # pgserver's exit hook would rewrite the handle list outside our lock; stop() does that instead.
+        atexit.unregister(server._cleanup)
+        log.info("embedded PostgreSQL ready", pgdata=str(self.pgdata), shared_with=others)
+        return server
+
+    def _shutdown(self, system_user: str | None) -> None:
+        # Read afresh: another user may have restarted the server since we attached.
+        info = _import("pgserver.utils").PostmasterInfo.read_from_pgdata(self.pgdata)
+        if info is None or not _pid_alive(info.pid):
+            return
+        pg_ctl = _import("pgserver._commands").pg_ctl
+        started = time.monotonic()
+        # "fast" disconnects clients (stray connections of other processes too) where "smart" would wait
+        # for them; "immediate" (crash recovery at the next start) if even that hangs.
+        for mode in ("fast", "immediate"):
+            try:
+                pg_ctl(["-w", "-t", str(STOP_TIMEOUT), "-m", mode, "stop"], pgdata=self.pgdata, user=system_user)
+            except subprocess.CalledProcessError as exc:
+                log.warning(f"pg_ctl stop -m {mode} failed", pgdata=str(self.pgdata), error=str(exc))
+                continue
+            # pg_ctl daemonises the postmaster, but a subreaper (or PID 1 in a container) inherits it:
+            # collect it so that no zombie is left behind.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(info.pid, 0)
+            log.info(
+                "embedded PostgreSQL stopped", pgdata=str(self.pgdata), seconds=round(time.monotonic() - started, 2)
+            )
+            return
+        log.error("embedded PostgreSQL did not stop", pgdata=str(self.pgdata), pid=info.pid)
+
+
+def _import(module: str) -> Any:
+    # pgserver is imported lazily: heavy, and only needed when no external database is configured.
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (normal in containers and CI).
+        warnings.simplefilter("ignore")
+        return importlib.import_module(module)
+
+
+def _rewrite_handles(pgdata: Path, *, leaving: int | None = None) -> list[int]:
+    """Drop dead processes (and ``leaving``) from pgserver's handle list; return the pids left in it.
+
+    Killed processes never take their pid out; left there, they would keep the server running forever.
+    """
+    handles = pgdata / HANDLES_FILE
+    if not handles.exists():  # nothing to rewrite, and a directory initdb has yet to fill must stay empty
+        return []
+    try:
+        pids = json.loads(handles.read_text())
+    except ValueError:
+        pids = []
+    kept = [pid for pid in pids if isinstance(pid, int) and pid != leaving and _pid_alive(pid)]
+    if kept != pids:
+        # Replaced, never rewritten in place: a process killed halfway must not leave half a list.
+        partial = handles.with_name(f"{HANDLES_FILE}.tmp")
+        partial.write_text(json.dumps(kept))
+        partial.replace(handles)
+    return kept
 
 
 def _pid_alive(pid: int) -> bool:
+    # A zombie has exited; where nobody reaps orphans (an init that does not, a container without one)
+    # a killed user would otherwise count as alive for good. psutil comes with pgserver.
+    psutil = _import("psutil")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 async def ensure_database(admin_url: str, dbname: str) -> None:
@@ -137,8 +241,9 @@ async def ensure_database(admin_url: str, dbname: str) -> None:
     async with await psycopg.AsyncConnection.connect(libpq_url(admin_url), autocommit=True) as conn:
         cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
         if await cur.fetchone() is None:
-            # DuplicateDatabase: another process won the race, which is just as good.
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+            # Another process won the race, which is just as good: DuplicateDatabase if it had committed
+            # by the time we looked, UniqueViolation (on pg_database's name index) if it was still creating.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
 
 
@@ -208,7 +313,7 @@ class Database:
                 await pool.close()
         finally:
             if embedded is not None:
-                log.info("stopping embedded PostgreSQL", pgdata=str(embedded.pgdata))
+                log.info("releasing embedded PostgreSQL", pgdata=str(embedded.pgdata))
                 try:
                     await asyncio.to_thread(embedded.stop)
                 except asyncio.CancelledError:
