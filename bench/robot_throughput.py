@@ -23,93 +23,20 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
+from _common import STAGE, Sandbox, drop_database, scrape, setup_robot
 
-from _common import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
 BURST, DRAIN, PER_BATCH, CALLS_PER_RUN = 50, 2.0, 50, 2  # cloud plan (REFERENCE 2.1); contact.add + event.send
-STAGE = "PREPARATION"
 
 
 def bound_seconds(runs: int, commands_per_request: int) -> float:
     """Least time for ``runs`` runs: requests allowed by t are BURST + DRAIN*t, each carrying that many commands."""
     requests = runs * CALLS_PER_RUN / commands_per_request
     return max(0.0, (requests - BURST) / DRAIN)
-
-
-class Sandbox:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "b24bridge.cli", "sandbox", "--port", str(self.port), "--plan", "cloud"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-        for _ in range(200):
-            try:
-                self.info = self.control("GET", "/_sandbox/")
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("sandbox did not start")
-
-    def control(self, method: str, path: str, body: Any = None) -> Any:
-        answer = self.http.request(method, path, json=body)
-        answer.raise_for_status()
-        return answer.json()
-
-    def rest(self, method: str, params: dict[str, Any]) -> Any:
-        answer = self.http.post(f"{self.info['webhooks'][0]['url']}{method}", json=params)
-        answer.raise_for_status()
-        return answer.json()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-class Bridge:
-    """``b24bridge serve`` (API and in-process worker) as its own process, configured through the environment."""
-
-    def __init__(self, settings: dict[str, str]) -> None:
-        env = {**os.environ, **{f"B24BRIDGE_{k.upper()}": v for k, v in settings.items()}}
-        cmd = [sys.executable, "-m", "b24bridge.cli", "serve"]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        url = f"http://127.0.0.1:{settings['port']}/readyz"
-        for _ in range(600):
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError("b24bridge serve exited during start-up")
-            time.sleep(0.05)
-        raise RuntimeError("b24bridge serve did not become ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-
-
-def make_database(admin_url: str) -> str:
-    import psycopg
-    from psycopg import sql
-
-    name = f"b24bridge_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    from urllib.parse import urlsplit, urlunsplit
-
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
 
 
 def fire(sandbox: Sandbox, deal_ids: list[int], seconds: float) -> None:
@@ -120,78 +47,14 @@ def fire(sandbox: Sandbox, deal_ids: list[int], seconds: float) -> None:
     sandbox.control("POST", "/_sandbox/deals/move", {"deal_ids": deal_ids, "stage_id": STAGE, "over_seconds": seconds})
 
 
-def scrape(url: str) -> dict[str, float]:
-    """HTTP requests b24bridge sent to the portal and the commands they carried, from its own /metrics."""
-    totals = {"requests": 0.0, "commands": 0.0}
-    for line in httpx.get(url, timeout=10).text.splitlines():
-        if line.startswith("b24bridge_bitrix_batch_size_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            totals[f"<={le}"] = float(line.rsplit(" ", 1)[1])
-        if line.startswith("b24bridge_bitrix_batch_size_count{"):
-            totals["requests"] += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("b24bridge_bitrix_batch_size_sum{"):
-            totals["commands"] += float(line.rsplit(" ", 1)[1])
-    return totals
-
-
 def phase(name: str, sandbox: Sandbox, admin_url: str, args: argparse.Namespace, batched: bool) -> dict[str, Any]:
     import psycopg
 
-    from b24bridge.portals import crypto
-    from b24bridge.robots.definitions.create_contact import CODE
-
-    sandbox.control("POST", "/_sandbox/reset")
-    sandbox.control("POST", "/_sandbox/config", {"limits_enabled": False})
-    sandbox.info = sandbox.control("GET", "/_sandbox/")  # a reset issues a new webhook
-    port = free_port()
-    public = f"http://127.0.0.1:{port}"
-    app = sandbox.control(
-        "POST",
-        "/_sandbox/apps",
-        {
-            "name": "b24bridge",
-            "scopes": ["crm", "bizproc", "user"],
-            "install_url": f"{public}/install",
-            "api_only": True,
-        },
-    )
-    database_url = make_database(admin_url)
-    settings = {
-        "database_url": database_url,
-        "data_dir": tempfile.mkdtemp(prefix="b24bench-"),
-        "port": str(port),
-        "public_url": public,
-        "app_client_id": app["client_id"],
-        "app_client_secret": app["client_secret"],
-        "oauth_server": sandbox.url,
-        "encryption_keys": "k1:" + crypto.new_key(),
-        "worker_concurrency": str(args.concurrency),
-        "log_level": "ERROR",
-        "log_format": "json",
-        # The one-request-per-command baseline: the same service with the client's auto-batching off.
-        "bitrix_autobatch": "true" if batched else "false",
-    }
-    bridge = Bridge(settings)
+    # The one-request-per-command baseline: the same service with the client's auto-batching off.
+    tuning = {"worker_concurrency": str(args.concurrency), "bitrix_autobatch": "true" if batched else "false"}
+    setup = setup_robot(sandbox, admin_url, args.runs, tuning)
+    public, database_url, deal_ids = setup.public, setup.database_url, setup.deal_ids
     try:
-        sandbox.control("POST", f"/_sandbox/apps/{app['client_id']}/install")
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            for _ in range(400):
-                if conn.execute("SELECT 1 FROM robot_registrations WHERE code = %s", (CODE,)).fetchone():
-                    break
-                time.sleep(0.05)
-            else:
-                raise RuntimeError("robot not registered after install")
-        props = {"first_name": "Ann", "last_name": "Lee", "phone": "+15551234567", "email": "ann@example.com"}
-        sandbox.control(
-            "POST",
-            "/_sandbox/automation/rules",
-            {"stage_id": STAGE, "client_id": app["client_id"], "robot_code": CODE, "properties": props},
-        )
-        deal_ids: list[int] = []
-        while len(deal_ids) < args.runs:
-            n = min(50, args.runs - len(deal_ids))
-            cmd = {f"d{i}": "crm.deal.add?fields[TITLE]=Bench&fields[STAGE_ID]=NEW" for i in range(n)}
-            deal_ids += [int(v) for v in sandbox.rest("batch", {"cmd": cmd})["result"]["result"].values()]
         time.sleep(2)  # let the setup's few requests drain from the bucket
         sandbox.control("POST", "/_sandbox/config", {"limits_enabled": True})
         began = time.time()
@@ -213,7 +76,8 @@ def phase(name: str, sandbox: Sandbox, admin_url: str, args: argparse.Namespace,
         limits = sandbox.control("GET", "/_sandbox/limits")
         sent = scrape(f"{public}/metrics")
     finally:
-        bridge.stop()
+        setup.bridge.stop()
+        drop_database(admin_url, database_url)  # everything needed was read above
     done = [w for w in workflows if w["status"] == "completed" and w["return_values"].get("contact_id")]
     first = min(w["started_at"] for w in workflows)
     last = max((w["finished_at"] for w in done), default=first)
