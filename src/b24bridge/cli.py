@@ -83,7 +83,8 @@ def _run(job: Coroutine[Any, Any, T]) -> T:
     except (StartupError, SchemaOutdated) as exc:
         _fail(str(exc), EXIT_ENVIRONMENT)
     except DatabaseUnavailable as exc:
-        _fail(f"B24BRIDGE_DATABASE_URL: the database cannot be reached ({exc})", EXIT_ENVIRONMENT)
+        reason = " ".join(str(exc).split())  # libpq's message spans lines; the operator gets one
+        _fail(f"B24BRIDGE_DATABASE_URL: the database cannot be reached ({reason})", EXIT_ENVIRONMENT)
 
 
 def _print_found(found: object | None, missing: str) -> None:
@@ -279,7 +280,8 @@ app.add_typer(runs_app, name="runs")
 def runs_list(
     portal: Annotated[str | None, typer.Option(help="Only runs of this portal (member_id)")] = None,
     status: Annotated[
-        str | None, typer.Option(help="Only runs in this status (queued, running, succeeded, failed, uncertain)")
+        str | None,
+        typer.Option(help="Only runs in this status (queued, running, succeeded, failed, uncertain, dead)"),
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
 ) -> None:
@@ -308,6 +310,16 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="The run's id")]) -> No
         return None if found is None else views.run_detail(*found)
 
     _print_found(_read(read), f"no run {run_id}")
+
+
+@runs_app.command("answer")
+def runs_answer(run_ids: Annotated[list[int], typer.Argument(help="Ids of dead runs")]) -> None:
+    """Answer dead robot runs again: each workflow gets the run's result (or its error) by a new job."""
+    revived = _with_services(lambda services: services.robot_intake.answer_again(run_ids))
+    skipped = sorted(set(run_ids) - set(revived))
+    typer.echo(f"queued again: {', '.join(map(str, revived)) or 'none'}")
+    if skipped:
+        _fail(f"not dead (left alone): {', '.join(map(str, skipped))}", 1)
 
 
 # --- robots: talk to portals, so the full service (without migrations) ---------------------------------------------

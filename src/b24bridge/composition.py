@@ -35,6 +35,7 @@ from b24bridge.robots.definitions import declared
 from b24bridge.robots.intake import RobotIntake
 from b24bridge.robots.runner import RobotRunner
 from b24bridge.robots.sync import RobotSync
+from b24bridge.runs.schemas import RetrySchedule
 from b24bridge.runs.service import RunLog
 from b24bridge.settings import Settings
 
@@ -90,11 +91,12 @@ def app_credentials(settings: Settings) -> AppCredentials | None:
 
 @asynccontextmanager
 async def _database(settings: Settings, database: Database | None, **pool: int) -> AsyncIterator[Database]:
-    """The given database as it is, or one of our own, started here and stopped after."""
+    """The given database as it is, or one of our own, started here (and checked to answer) and stopped after."""
     if database is not None:
         yield database
         return
     async with Database(settings, **pool) as own:
+        await own.ping()
         yield own
 
 
@@ -160,6 +162,6 @@ async def open_services(
             oauth=OAuthFlow(keys, app, installer),
             runs=runs,
             robot_intake=RobotIntake(pool, portals, runs, job_app, robots),
-            robot_runner=RobotRunner(portals, runs, robots),
+            robot_runner=RobotRunner(portals, runs, robots, RetrySchedule(settings.retry_delays)),
             robot_sync=robot_sync,
         )

@@ -11,6 +11,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "B24BRIDGE_"
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Close to the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h...), with one more early step and
+# capped so the whole ladder spans about a day: a portal can be unreachable for hours.
+DEFAULT_RETRY_SCHEDULE = "5s,30s,5m,30m,2h,5h,8h,8h"
+
+
+def parse_durations(text: str) -> tuple[float, ...]:
+    """``"5s,30s,5m"`` -> (5.0, 30.0, 300.0); a bare number is seconds."""
+    durations = []
+    for part in text.split(","):
+        match = _DURATION.match(part)
+        if match is None:
+            raise ValueError(f"{part.strip()!r} is not a duration like 30s, 5m or 2h")
+        durations.append(float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
+    if not durations or any(d <= 0 for d in durations):
+        raise ValueError("needs at least one duration, each above zero")
+    return tuple(durations)
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["auto", "json", "console"]
 Environment = Literal["development", "production"]
@@ -55,6 +75,18 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr | None = None
     # Concurrent calls to one portal share batch requests; off sends each call alone (debugging, baselines).
     bitrix_autobatch: bool = True
+    # Pauses between attempts of a run (a robot's work and answer, a delivery); after the last one it is dead.
+    retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_durations(value)
+        return value
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        return parse_durations(self.retry_schedule)
 
     @field_validator("log_level", "log_format", "environment", mode="before")
     @classmethod
@@ -83,6 +115,7 @@ _ALLOWED: dict[str, str] = {
     "worker_concurrency": "must be an integer of at least 1",
     "worker_in_process": "must be true or false",
     "bitrix_autobatch": "must be true or false",
+    "retry_schedule": "must be durations separated by commas, like 5s,30s,5m,30m,2h (units ms, s, m, h, d)",
     "app_client_id": "must be the application's client_id from the Bitrix24 developer resources",
     "app_client_secret": "must be the application's client_secret",
     "oauth_server": "must be the OAuth server URL, https://oauth.bitrix.info unless you run the sandbox",

@@ -119,3 +119,41 @@ def test_plain_http_only_for_loopback() -> None:
     with pytest.raises(errors.ConfigurationError):
         OAuthAuth("id", "secret", pair, "http://10.0.0.1/rest/")
     assert "a" * 32 not in repr(pair)
+
+
+async def test_chain_uses_earlier_results_and_shares_requests(portal: Portal, sandbox: LiveSandbox) -> None:
+    before = requests_sent(portal)
+
+    async def chain(i: int) -> dict[str, object]:
+        results = await portal.chain(
+            [
+                ("add", "crm.contact.add", contact(i)),
+                ("get", "crm.contact.get", {"id": "$result[add]"}),
+            ]
+        )
+        return {name: result.unwrap() for name, result in results.items()}
+
+    found = await asyncio.gather(*(chain(i) for i in range(20)), *(portal.call("user.current") for _ in range(5)))
+    chains = found[:20]
+    for i, got in enumerate(chains):
+        assert got["get"]["ID"] == str(got["add"]) and got["get"]["NAME"] == f"Name{i}"  # type: ignore[index]
+    # 45 commands in at most a few requests: the chains travelled together with the plain calls.
+    assert requests_sent(portal) - before <= 4
+
+
+async def test_a_failing_chain_stops_itself_and_no_one_else(portal: Portal, sandbox: LiveSandbox) -> None:
+    bad_then_answer = portal.chain(
+        [
+            ("get", "crm.contact.get", {"id": 987654}),
+            ("add", "crm.contact.add", {"fields": {"NAME": "$result[get][NAME]", "LAST_NAME": "Never"}}),
+        ]
+    )
+    good = [portal.chain([("add", "crm.contact.add", contact(i))]) for i in range(5)]
+    singles = [portal.call("crm.contact.add", contact(100 + i)) for i in range(5)]
+    bad, *rest = await asyncio.gather(bad_then_answer, *good, *singles)
+    assert isinstance(bad["get"].error, errors.BadRequestError)
+    assert isinstance(bad["add"].error, errors.NotExecutedError)  # halted: never ran
+    assert all(result["add"].error is None for result in rest[:5])  # type: ignore[index]
+    assert all(isinstance(value, int) for value in rest[5:])
+    names = [c["LAST_NAME"] for c in sandbox.call("crm.contact.list", {"select": ["LAST_NAME"]}).json()["result"]]
+    assert "Never" not in names and len(names) == 10

@@ -32,12 +32,15 @@ PERSON = {
 class RobotBridge(Bridge):
     """b24bridge with its worker in process unless told otherwise."""
 
-    def __init__(self, *args: Any, worker_in_process: bool = True, **app: Any) -> None:
+    def __init__(
+        self, *args: Any, worker_in_process: bool = True, settings: dict[str, Any] | None = None, **app: Any
+    ) -> None:
         super().__init__(*args, **app)
         self.worker_in_process = worker_in_process
+        self.overrides = settings or {}
 
     def settings(self, port: int | None = None, **overrides: Any) -> Any:
-        return super().settings(port, **{"worker_in_process": self.worker_in_process, **overrides})
+        return super().settings(port, **{"worker_in_process": self.worker_in_process, **self.overrides, **overrides})
 
     @property
     def client_id(self) -> str:

@@ -79,9 +79,10 @@ def test_worker_killed_mid_run_is_finished_once_by_another(workers: Workers) -> 
     # The install hook runs in the API process: no worker needed for that.
     bridge.install_and_sync()
     add_rule(sandbox, bridge.client_id, PERSON, timeout_duration=300)
-    # crm.contact.add is held for 3 s and then dropped before it runs: the worker dies while it is in flight.
-    # (The write-happened-but-answer-lost case is test_uncertain_add_is_found_not_repeated.)
-    fault = {"latency_ms": 3000, "drop_rate": 1.0, "drop_phase": "before", "methods": ["crm.contact.add"]}
+    # The run's one request (crm.contact.add and bizproc.event.send in a batch) is held for 3 s and then dropped
+    # before it runs: the worker dies while it is in flight. (The write-happened-but-answer-lost case is
+    # test_uncertain_add_is_found_not_repeated.)
+    fault = {"latency_ms": 3000, "drop_rate": 1.0, "drop_phase": "before", "methods": ["batch"]}
     sandbox.control("POST", "/_sandbox/faults", fault)
 
     first = workers.start()
@@ -96,7 +97,7 @@ def test_worker_killed_mid_run_is_finished_once_by_another(workers: Workers) -> 
     _wait(
         lambda: sandbox.control("GET", "/_sandbox/faults")["injected"].get("drop_before"),
         30,
-        "crm.contact.add to reach the portal",
+        "the run's request to reach the portal",
     )
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
@@ -114,7 +115,7 @@ def test_worker_killed_mid_run_is_finished_once_by_another(workers: Workers) -> 
     assert wf["status"] == "completed" and int(wf["return_values"]["contact_id"]) == int(found[0]["ID"])
     methods = [r["method"] for r in rows(bridge.database_url, "SELECT method FROM run_calls ORDER BY id")]
     # The killed attempt recorded nothing (it died in the call); the second, knowing it is a repeat, first looked
-    # for a contact of this run, then created it and answered.
+    # for a contact of this run, then created it and answered (one request).
     assert methods == ["crm.contact.list", "crm.contact.add", "bizproc.event.send"]
 
 
@@ -123,10 +124,8 @@ def test_uncertain_add_is_found_not_repeated(bridge_factory: Any) -> None:
     sandbox = bridge.sandbox
     bridge.install_and_sync()
     add_rule(sandbox, bridge.client_id, PERSON, timeout_duration=300)
-    # The portal creates the contact, then the connection drops before the answer: an uncertain write.
-    sandbox.control(
-        "POST", "/_sandbox/faults", {"drop_rate": 1.0, "drop_phase": "after", "methods": ["crm.contact.add"]}
-    )
+    # The portal creates the contact and takes the answer, then the connection drops: an uncertain write.
+    sandbox.control("POST", "/_sandbox/faults", {"drop_rate": 1.0, "drop_phase": "after", "methods": ["batch"]})
     workflow_id = move(sandbox, new_deal(sandbox))
     _wait(
         lambda: rows(bridge.database_url, "SELECT 1 FROM run_calls WHERE status = 'uncertain'"),
@@ -140,8 +139,10 @@ def test_uncertain_add_is_found_not_repeated(bridge_factory: Any) -> None:
     assert len(found) == 1
     assert run["outcome"]["values"]["contact_id"] == int(found[0]["ID"])
     calls = rows(bridge.database_url, "SELECT method, status FROM run_calls ORDER BY id")
+    # The second attempt found the contact by ORIGIN_ID and answered again (a second send is ignored).
     assert calls == [
         {"method": "crm.contact.add", "status": "uncertain"},
+        {"method": "bizproc.event.send", "status": "uncertain"},
         {"method": "crm.contact.list", "status": "ok"},
         {"method": "bizproc.event.send", "status": "ok"},
     ]

@@ -25,7 +25,7 @@ class CommandResult:
     """One command of a batch: its value or its error (and list envelope, if any)."""
 
     value: Any = None
-    error: errors.APIError | None = None
+    error: errors.BitrixError | None = None
     total: int | None = None
     next: int | None = None
     time: dict[str, Any] = field(default_factory=dict)

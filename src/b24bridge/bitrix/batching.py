@@ -1,27 +1,34 @@
 """Auto-batching: concurrent ``call()``s to one portal travel together in ``batch`` requests.
 
 The portal counts a batch of 50 commands as one request, so packing independent calls is what lifts a client
-from 2 calls per second to 100 under cloud limits. A batch goes out when 50 calls are waiting, when the limiter
+from 2 calls per second to 100 under cloud limits. A batch goes out when 50 commands are waiting, when the limiter
 grants the next request slot (calls keep gathering while it waits), or after a short window for a lone call.
 Each caller gets its own result or its own error.
+
+A *chain* is a few commands that must travel in one request, in order, later ones using the results of earlier
+ones (``$result[name]``): a robot's last write and its answer to the workflow, say. Chains share requests with
+everything else; a request that carries a chain is sent with ``halt``, so a failed command stops the rest of the
+batch and nothing after it runs on a false premise. Whatever a halt skipped never ran and is sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import metrics
+from . import errors, metrics
 from .answers import Answer, CommandResult
 from .encoding import batch_command
 from .errors import BitrixError
 from .gate import Gate
-from .policy import MAX_BATCH, BatchSettings, RetryPolicy
+from .policy import MAX_BATCH, BatchSettings, RetryPolicy, is_idempotent
 
 Params = Mapping[str, Any] | None
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
 
 class Channel(Protocol):
@@ -47,12 +54,26 @@ class Channel(Protocol):
 
 
 @dataclass
-class _Pending:
+class _Command:
+    name: str  # the chain's own name for it ("" for a single call)
     method: str
     params: Params
-    idempotent: bool
+
+
+@dataclass
+class _Pending:
+    """One caller's work: a single call (its future gets the value) or a chain (a result per command)."""
+
+    commands: list[_Command]
+    chain: bool
     future: asyncio.Future[Any]
+    idempotent: bool
     attempts: int = 0
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.commands)
 
 
 class AutoBatcher:
@@ -61,18 +82,41 @@ class AutoBatcher:
         self.gate = channel.gate
         self.settings = settings
         self._queue: deque[_Pending] = deque()
+        self._waiting = 0  # commands in the queue
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._runner: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(self, method: str, params: Params, idempotent: bool) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(method, params, idempotent, future))
+        """One call; its value, or its error raised."""
+        return await self._enqueue(_Pending([_Command("", method, params)], False, self._future(), idempotent))
+
+    async def submit_chain(self, commands: Sequence[tuple[str, str, Params]]) -> dict[str, CommandResult]:
+        """Commands that go together in one request, in order; a result (value or error) per command name."""
+        if not commands or len(commands) > MAX_BATCH:
+            raise ValueError(f"a chain holds 1 to {MAX_BATCH} commands, got {len(commands)}")
+        names = [name for name, _, _ in commands]
+        if len(set(names)) != len(names) or not all(_NAME.match(name) for name in names):
+            raise ValueError(f"chain command names must be unique identifiers, got {names}")
+        chain = [_Command(name, method, params) for name, method, params in commands]
+        safe = all(is_idempotent(c.method) for c in chain)
+        result: dict[str, CommandResult] = await self._enqueue(_Pending(chain, True, self._future(), safe))
+        return result
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _enqueue(self, item: _Pending) -> Any:
+        self._push(item)
+        return await item.future
+
+    def _push(self, item: _Pending) -> None:
+        self._queue.append(item)
+        self._waiting += item.size
         self._arrived.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._run())
-        return await future
 
     async def _run(self) -> None:
         try:
@@ -100,6 +144,7 @@ class AutoBatcher:
                 if not item.future.done():
                     item.future.set_exception(exc)
             self._queue.clear()
+            self._waiting = 0
             raise
 
     async def _gather(self) -> None:
@@ -110,7 +155,7 @@ class AutoBatcher:
         once ``1 - burst_reserve`` of the burst is used, so a spike is not spent on half-empty requests. It never
         waits longer than that: at steady state a request slot frees up every drain interval anyway.
         """
-        if len(self._queue) >= MAX_BATCH or self.settings.window <= 0:
+        if self._waiting >= MAX_BATCH or self.settings.window <= 0:
             return
         fullness = await self.gate.fullness()
         share = min(1.0, fullness / max(1e-9, 1.0 - self.settings.burst_reserve))
@@ -118,7 +163,7 @@ class AutoBatcher:
         self._arrived.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + window
-        while len(self._queue) < MAX_BATCH:
+        while self._waiting < MAX_BATCH:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -130,38 +175,55 @@ class AutoBatcher:
 
     async def _wait_until_sendable(self) -> bool:
         """Hold back while every waiting method is out of operating-time budget."""
-        delays = [await self.gate.method_delay(m) for m in {i.method for i in self._queue}]
+        methods = {c.method for item in self._queue for c in item.commands}
+        delays = [await self.gate.method_delay(m) for m in methods]
         if delays and min(delays) > 0:
             await asyncio.sleep(min(delays))
             return False
         return bool(self._queue)
 
     async def _take(self) -> list[_Pending]:
-        """Up to 50 waiting calls, no more of one method than its operating-time budget still holds."""
+        """Up to 50 waiting commands, whole chains only, no more of a method than its operating budget holds."""
         allowance: dict[str, int | None] = {}
         items: list[_Pending] = []
         held: list[_Pending] = []
-        while self._queue and len(items) < MAX_BATCH:
+        taken = 0
+        while self._queue and taken < MAX_BATCH:
             item = self._queue.popleft()
+            self._waiting -= item.size
             if item.future.done():  # the caller was cancelled
                 continue
-            if item.method not in allowance:
-                allowance[item.method] = await self.gate.allowance(item.method)
-            left = allowance[item.method]
-            if left is not None:
-                if left <= 0:
-                    held.append(item)
-                    continue
-                allowance[item.method] = left - 1
+            if taken + item.size > MAX_BATCH or not await self._fits(item, allowance):
+                held.append(item)
+                continue
             items.append(item)
+            taken += item.size
             # Counted now, not when the request starts, so the next batch already sees these calls in flight.
-            self.gate.started([item.method])
-        self._queue.extendleft(reversed(held))
+            self.gate.started(c.method for c in item.commands)
+        for item in reversed(held):
+            self._queue.appendleft(item)
+            self._waiting += item.size
         return items
+
+    async def _fits(self, item: _Pending, allowance: dict[str, int | None]) -> bool:
+        needed: dict[str, int] = {}
+        for command in item.commands:
+            needed[command.method] = needed.get(command.method, 0) + 1
+        for method, count in needed.items():
+            if method not in allowance:
+                allowance[method] = await self.gate.allowance(method)
+            left = allowance[method]
+            if left is not None and left < count:
+                return False
+        for method, count in needed.items():
+            left = allowance[method]
+            if left is not None:
+                allowance[method] = left - count
+        return True
 
     async def _send(self, items: list[_Pending]) -> None:
         try:
-            if len(items) == 1:
+            if len(items) == 1 and not items[0].chain:
                 await self._send_one(items[0])
             else:
                 await self._send_batch(items)
@@ -169,63 +231,97 @@ class AutoBatcher:
             self._slots.release()
 
     async def _send_one(self, item: _Pending) -> None:
+        command = item.commands[0]
         try:
-            answer = await self.channel.execute(item.method, item.params, idempotent=item.idempotent, reserved=True)
-        except BitrixError as exc:
-            _fail(item, exc)
+            answer = await self.channel.execute(
+                command.method, command.params, idempotent=item.idempotent, reserved=True
+            )
         except Exception as exc:
             _fail(item, exc)
         else:
-            _succeed(item, answer.result)
+            _settle(item, answer.result)
 
     async def _send_batch(self, items: list[_Pending]) -> None:
-        keys = {f"c{i}": item for i, item in enumerate(items)}
-        cmd = {key: batch_command(item.method, item.params) for key, item in keys.items()}
+        # Single calls first: a chain's failure halts what follows it, and single calls never need the halt.
+        items.sort(key=lambda item: item.chain)
+        cmd: dict[str, str] = {}
+        methods: dict[str, str] = {}
+        for item in items:
+            renamed = {c.name: f"c{len(cmd) + i}" for i, c in enumerate(item.commands)}
+            item.keys = list(renamed.values())
+            for command, key in zip(item.commands, item.keys, strict=True):
+                params = _renamed(command.params, renamed) if item.chain else command.params
+                cmd[key] = batch_command(command.method, params)
+                methods[key] = command.method
+        halt = any(item.chain for item in items)
         try:
             answer = await self.channel.execute(
                 "batch",
-                {"halt": 0, "cmd": cmd},
-                idempotent=all(i.idempotent for i in items),
-                sub_methods=[i.method for i in items],
+                {"halt": 1 if halt else 0, "cmd": cmd},
+                idempotent=all(item.idempotent for item in items),
+                sub_methods=list(methods.values()),
                 reserved=True,
             )
         except BitrixError as exc:
             # The whole request failed for good. Retries already happened inside execute(); an uncertain
-            # failure still lets the idempotent commands go again, while writes are reported as uncertain.
+            # failure still lets idempotent work go again, while writes are reported as uncertain.
             for item in items:
                 if exc.uncertain and item.idempotent:
                     self._requeue(item, exc)
+                elif item.chain:
+                    _settle(item, {c.name: CommandResult(error=_copy(exc, c.method)) for c in item.commands})
                 else:
-                    _fail(item, _copy(exc, item.method))
+                    _fail(item, _copy(exc, item.commands[0].method))
             return
         except Exception as exc:
             for item in items:
                 _fail(item, exc)
             return
-        results = await self.channel.batch_results(answer, {k: i.method for k, i in keys.items()})
-        for key, item in keys.items():
-            result = results[key]
-            if result.error is None:
-                _succeed(item, result.value)
-            elif result.error.retryable:
-                await self.gate.refused(result.error, [item.method])
-                self._requeue(item, result.error)
+        results = await self.channel.batch_results(answer, methods)
+        for item in items:
+            first = results[item.keys[0]]
+            if first.error is not None and first.error.retryable:
+                # Nothing of it ran (refused by a limit, or skipped by another command's halt): send it again.
+                if not isinstance(first.error, errors.NotExecutedError):
+                    await self.gate.refused(first.error, [item.commands[0].method])
+                self._requeue(item, first.error, counted=not isinstance(first.error, errors.NotExecutedError))
+            elif item.chain:
+                _settle(item, {c.name: results[key] for c, key in zip(item.commands, item.keys, strict=True)})
+            elif first.error is not None:
+                _fail(item, first.error)
             else:
-                _fail(item, result.error)
+                _settle(item, first.value)
 
-    def _requeue(self, item: _Pending, error: BitrixError) -> None:
-        item.attempts += 1
-        if item.attempts >= self.channel.retry.max_attempts:
-            _fail(item, error)
-            return
-        metrics.RETRIES.labels(self.gate.key, error.code or type(error).__name__).inc()
-        self._queue.append(item)
-        self._arrived.set()
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.get_running_loop().create_task(self._run())
+    def _requeue(self, item: _Pending, error: BitrixError, *, counted: bool = True) -> None:
+        if counted:
+            item.attempts += 1
+            if item.attempts >= self.channel.retry.max_attempts:
+                if item.chain:
+                    _settle(item, {c.name: CommandResult(error=_copy(error, c.method)) for c in item.commands})
+                else:
+                    _fail(item, error)
+                return
+            metrics.RETRIES.labels(self.gate.key, error.code or type(error).__name__).inc()
+        self._push(item)
 
 
-def _succeed(item: _Pending, value: Any) -> None:
+def _renamed(params: Params, names: Mapping[str, str]) -> Any:
+    """``$result[name]`` references of a chain rewritten to the batch keys its commands were given."""
+    pattern = re.compile(r"\$result\[(" + "|".join(map(re.escape, names)) + r")\]")
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(lambda m: f"$result[{names[m.group(1)]}]", value)
+        if isinstance(value, Mapping):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(params)
+
+
+def _settle(item: _Pending, value: Any) -> None:
     if not item.future.done():
         item.future.set_result(value)
 

@@ -22,12 +22,16 @@ def is_idempotent(method: str) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, capped in attempts and in total time."""
+    """Exponential backoff with full jitter, capped in attempts and in total time.
 
-    max_attempts: int = 8
+    Short on purpose: it rides out a blip (a refused connection, a gateway 503) within a few seconds. A portal
+    that stays unreachable is the caller's to retry on its own schedule (a run's retry schedule), not this one's.
+    """
+
+    max_attempts: int = 4
     base_delay: float = 0.5
-    max_delay: float = 30.0
-    max_elapsed: float = 300.0
+    max_delay: float = 5.0
+    max_elapsed: float = 20.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         return rng.uniform(0.0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))

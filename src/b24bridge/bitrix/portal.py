@@ -16,7 +16,7 @@ from .answers import Answer, CallObserver, CallRecord, CommandResult
 from .auth import Auth, TokenPair
 from .batching import AutoBatcher
 from .encoding import batch_command
-from .errors import AuthLostError, BitrixError
+from .errors import AuthLostError, BitrixError, NotExecutedError
 from .listing import export_rows, iterate_pages
 from .policy import MAX_BATCH, NOT_BATCHABLE, BatchSettings, is_idempotent
 from .sender import Params, Sender
@@ -78,6 +78,36 @@ class Portal:
         if observer is not None:
             await observer(CallRecord(method, "ok", time.monotonic() - started))
         return result
+
+    async def chain(
+        self, commands: Sequence[tuple[str, str, Params]], *, observer: CallObserver | None = None
+    ) -> dict[str, CommandResult]:
+        """Commands that must go in one request, in order: ``(name, method, params)``; later ones may use
+        ``$result[name]`` of earlier ones. A failed command stops the rest of the chain (``halt``). With
+        auto-batching, chains share requests with other calls. Returns a result (value or error) per name.
+        """
+        lowered = [(name, method.lower(), params) for name, method, params in commands]
+        started = time.monotonic()
+        if self._batching.enabled:
+            if self._batcher is None:
+                self._batcher = AutoBatcher(self.sender, self._batching)
+            results = await self._batcher.submit_chain(lowered)
+        else:
+            results = await self.batch({name: (method, params) for name, method, params in lowered}, halt=True)
+        duration = time.monotonic() - started
+        for name, method, _ in lowered:
+            error = results[name].error
+            if isinstance(error, NotExecutedError):
+                continue  # never ran: nothing to count or record
+            metrics.CALLS.labels(self.key, method, "ok" if error is None else error.retry.value).inc()
+            if observer is not None:
+                record = (
+                    CallRecord(method, "ok", duration)
+                    if error is None
+                    else CallRecord.of_error(method, error, duration)
+                )
+                await observer(record)
+        return results
 
     async def request(self, method: str, params: Params = None, *, idempotent: bool | None = None) -> Answer:
         """One method in one HTTP request of its own (no auto-batching), with limits and retries."""

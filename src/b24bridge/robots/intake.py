@@ -97,6 +97,16 @@ class RobotIntake:
             log.info("robots.call_invalid", member_id=member_id, code=code, run_id=run_id, error=error)
         return CallAnswer(200, "accepted", run_id=run_id)
 
+    async def answer_again(self, run_ids: list[int]) -> list[int]:
+        """Dead runs taken back in: each is answered again (its result, or its error) by a new job, with the retry
+        schedule starting over. Returns the ids that were dead; others are left alone."""
+        async with self.pool.connection() as conn, conn.transaction():
+            revived = await self.runs.revive(conn, run_ids)
+            for run_id in revived:
+                await tasks.defer_run(self.jobs, conn, run_id)
+        log.info("robots.answer_again", runs=revived)
+        return revived
+
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}

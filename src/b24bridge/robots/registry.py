@@ -48,12 +48,43 @@ class RunContext(Protocol):
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any: ...
 
 
+class WriteResult:
+    """Stands in a robot's return values for the result of its final write, known only once the write ran."""
+
+    def __repr__(self) -> str:
+        return "WRITE_RESULT"
+
+
+WRITE_RESULT = WriteResult()
+
+
+@dataclass(frozen=True)
+class FinalWrite:
+    """A robot's last write, which the runtime sends in one request with the workflow's answer.
+
+    The answer refers to the write's result (``$result[...]``) and the request halts on a failed write, so a
+    workflow never hears of a success that did not happen, and a run costs one round trip instead of two.
+    """
+
+    method: str
+    params: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """A robot's result: the return values for ``bizproc.event.send`` and a line for the workflow log."""
+    """A robot's result: the return values for ``bizproc.event.send`` and a line for the workflow log.
+
+    With ``write``, the work ends with that write: values equal to :data:`WRITE_RESULT` become its result.
+    """
 
     values: dict[str, Any]
     message: str
+    write: FinalWrite | None = None
+
+    def completed(self, result: Any) -> Outcome:
+        """The outcome once the final write returned ``result``."""
+        values = {key: result if value is WRITE_RESULT else value for key, value in self.values.items()}
+        return Outcome(values, self.message)
 
 
 Perform = Callable[[RunContext, dict[str, Any]], Awaitable[Outcome]]

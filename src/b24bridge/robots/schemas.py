@@ -36,4 +36,8 @@ class RobotState:
 
 
 class RetryRun(Exception):
-    """The run met a temporary failure; procrastinate runs its job again after a backoff."""
+    """The run met a temporary failure; its job runs again after ``pause`` seconds (from the retry schedule)."""
+
+    def __init__(self, message: str, pause: float) -> None:
+        super().__init__(message)
+        self.pause = pause

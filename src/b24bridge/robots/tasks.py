@@ -16,6 +16,7 @@ Tasks get the service they need from the job context (``additional_context``), f
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any, cast
 
 import procrastinate
@@ -37,15 +38,27 @@ RUNNER = "robots.runner"
 # well within a typical robot timeout, cheap enough (one UPDATE per worker every 2 s).
 # On shutdown (SIGTERM, a deploy) running jobs get a few seconds to finish; the rest are cancelled and retried
 # (see ``_RETRY``), so a stopping process neither hangs on jobs waiting for the portal's limits nor loses them.
+# A job retried after a pause is not announced when it falls due: workers find it by polling, every second.
 WORKER_DEFAULTS: dict[str, float] = {
+    "fetch_job_polling_interval": 1.0,
     "update_heartbeat_interval": 2.0,
     "stalled_worker_timeout": 10.0,
     "shutdown_graceful_timeout": 5.0,
 }
 STALLED_AFTER = 10.0
 
-# Waits 3, 5, 9, 17, 33... seconds (1 + 2^(n+1)); the client has already retried each call within its own budget.
-_RETRY = procrastinate.RetryStrategy(max_attempts=8, wait=1, exponential_wait=2, retry_exceptions={RetryRun})
+
+class _AsTheRunSays(procrastinate.BaseRetryStrategy):
+    """Retry exactly when and as the runner says (``RetryRun.pause``): the run's retry schedule decides how many
+    attempts there are and how far apart, so the job engine keeps no second count of its own."""
+
+    def get_retry_decision(
+        self, *, exception: BaseException, job: procrastinate.jobs.Job
+    ) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, RetryRun):
+            pause = dt.timedelta(seconds=max(0.0, exception.pause))
+            return procrastinate.RetryDecision(retry_at=dt.datetime.now(dt.UTC) + pause)
+        return None
 
 
 async def defer_run(jobs: procrastinate.App, conn: AsyncConnection[Any], run_id: int) -> None:
@@ -62,7 +75,7 @@ async def run(context: procrastinate.JobContext, run_id: int) -> None:
         # Cut short by the worker's shutdown: back to the queue. The re-run finds what this attempt wrote
         # (ORIGIN_ID), so nothing is done twice.
         log.info("robots.run_interrupted", run_id=run_id)
-        raise RetryRun("worker shut down during the run") from None
+        raise RetryRun("worker shut down during the run", pause=0.0) from None
 
 
 async def retry_stalled(context: procrastinate.JobContext, timestamp: int) -> None:
@@ -76,7 +89,7 @@ def build_blueprint() -> procrastinate.Blueprint:
     """A new blueprint for each procrastinate App: adding one to an App renames and binds its tasks in place,
     so a shared blueprint would break the second service context of a process (tests, embedding callers)."""
     blueprint = procrastinate.Blueprint()
-    blueprint.task(name="run", retry=_RETRY, pass_context=True)(run)
+    blueprint.task(name="run", retry=_AsTheRunSays(), pass_context=True)(run)
     blueprint.periodic(cron="* * * * * */5")(
         blueprint.task(name="retry_stalled", queueing_lock="robots:retry_stalled", pass_context=True)(retry_stalled)
     )

@@ -76,12 +76,16 @@ async def calls(conn: Conn, run_id: int) -> list[RunCall]:
 
 
 async def start_attempt(conn: Conn, run_id: int) -> Run | None:
-    """Count an attempt and mark the run running; a run whose outcome is decided is returned unchanged."""
+    """Count an attempt (of the work, or of the answer once the work is done); a queued run becomes running.
+
+    A run that is answered or dead is returned unchanged: there is nothing left to attempt.
+    """
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
-            UPDATE runs SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now())
-             WHERE id = %s AND status IN ('queued', 'running')
+            UPDATE runs SET attempts = attempts + 1, started_at = coalesce(started_at, now()),
+                            status = CASE WHEN status IN ('queued', 'running') THEN 'running' ELSE status END
+             WHERE id = %s AND status <> 'dead' AND answered_at IS NULL
             RETURNING {_COLUMNS}
             """,
             (run_id,),
@@ -127,3 +131,24 @@ async def record_call(conn: Conn, run_id: int, method: str, status: str, duratio
         "INSERT INTO run_calls (run_id, method, status, duration, error) VALUES (%s, %s, %s, %s, %s)",
         (run_id, method, status, duration, error),
     )
+
+
+async def mark_dead(conn: Conn, run_id: int, reason: str) -> None:
+    await conn.execute(
+        "UPDATE runs SET status = 'dead', error = %s, finished_at = now() WHERE id = %s", (reason, run_id)
+    )
+
+
+async def revive(conn: Conn, run_ids: list[int]) -> list[int]:
+    """Dead runs taken back in for another answer: the work's outcome stands (values kept, or the error), the
+    retry schedule starts over. Returns the ids that were dead."""
+    cur = await conn.execute(
+        """
+        UPDATE runs SET status = CASE WHEN outcome IS NOT NULL THEN 'succeeded' ELSE 'failed' END,
+                        attempts = 0, answered_at = NULL, finished_at = now()
+         WHERE id = ANY(%s) AND status = 'dead'
+        RETURNING id
+        """,
+        (run_ids,),
+    )
+    return sorted(int(row[0]) for row in await cur.fetchall())

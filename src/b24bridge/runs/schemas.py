@@ -6,8 +6,30 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "uncertain")
-FINAL: frozenset[str] = frozenset({"succeeded", "failed", "uncertain"})
+STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "uncertain", "dead")
+# The work's outcome is decided (what is left is answering); ``dead`` is given up altogether.
+FINAL: frozenset[str] = frozenset({"succeeded", "failed", "uncertain", "dead"})
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """Pauses between a run's attempts (``B24BRIDGE_RETRY_SCHEDULE``): the one notion of "how many attempts".
+
+    Attempt n (counted from 1) that fails for a temporary reason is tried again after ``delays[n-1]`` with
+    +-10 % jitter; after the last pause the run is given up (dead).
+    """
+
+    delays: tuple[float, ...]
+
+    def pause_after(self, attempt: int, jitter: float = 0.0) -> float | None:
+        """How long to wait before the next attempt, or None when the schedule is spent; ``jitter`` in [-1, 1]."""
+        if attempt < 1 or attempt > len(self.delays):
+            return None
+        return self.delays[attempt - 1] * (1.0 + 0.1 * jitter)
+
+    @property
+    def horizon(self) -> float:
+        return sum(self.delays)
 
 
 @dataclass(frozen=True)

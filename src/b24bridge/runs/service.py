@@ -10,10 +10,13 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from b24bridge.bitrix import CallObserver, CallRecord
+from b24bridge.observability import get_logger
 
-from . import repository
+from . import metrics, repository
 from .repository import Conn
 from .schemas import STATUSES, NewRun, Run, RunCall
+
+log = get_logger(__name__)
 
 MAX_LISTED = 10_000
 
@@ -46,11 +49,26 @@ class RunLog:
             run = await repository.finish(conn, run_id, status, outcome, error, answered=answered)
         if run is None:
             raise LookupError(f"run {run_id} does not exist")
+        metrics.RUNS_FINISHED.labels("robot", status).inc()
         return run
 
-    async def requeue(self, run_id: int, error: str) -> None:
+    async def mark_dead(self, run_id: int, reason: str) -> None:
+        """Given up: visible as ``dead`` with its reason, counted, and revivable (:meth:`revive`)."""
+        async with self.pool.connection() as conn:
+            await repository.mark_dead(conn, run_id, reason)
+        metrics.RUNS_DEAD.labels("robot").inc()
+        log.error("runs.dead", run_id=run_id, reason=reason)
+
+    async def retry_scheduled(self, run_id: int, error: str, pause: float) -> None:
+        """A temporary failure: the run waits ``pause`` seconds for its next attempt, its error kept."""
         async with self.pool.connection() as conn:
             await repository.requeue(conn, run_id, error)
+        metrics.RUN_RETRIES.labels("robot").inc()
+        log.info("runs.retry_scheduled", run_id=run_id, error=error, pause=round(pause, 1))
+
+    async def revive(self, conn: Conn, run_ids: list[int]) -> list[int]:
+        """Dead runs back in, on the caller's connection (beside their new jobs); the ids that were dead."""
+        return await repository.revive(conn, run_ids)
 
     async def mark_answered(self, run_id: int, error: str | None = None) -> None:
         async with self.pool.connection() as conn:

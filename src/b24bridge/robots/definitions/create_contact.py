@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..registry import InvalidInput, Outcome, Property, Robot, RunContext
+from ..registry import WRITE_RESULT, FinalWrite, InvalidInput, Outcome, Property, Robot, RunContext
 
 CODE = "b24bridge_create_contact"
 ORIGINATOR_ID = "b24bridge"
@@ -97,8 +97,8 @@ async def perform(run: RunContext, inputs: dict[str, Any]) -> Outcome:
         fields["ASSIGNED_BY_ID"] = inputs["responsible"]
     if inputs.get("source"):
         fields["SOURCE_ID"] = inputs["source"]
-    contact_id = int(await run.call("crm.contact.add", {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}))
-    return Outcome({"contact_id": contact_id, "is_new": "Y"}, f"Contact {contact_id} created")
+    add = FinalWrite("crm.contact.add", {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}})
+    return Outcome({"contact_id": WRITE_RESULT, "is_new": "Y"}, "Contact created", write=add)
 
 
 CREATE_CONTACT = Robot(
