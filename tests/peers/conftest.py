@@ -149,8 +149,6 @@ class PeerSandbox(LiveSandbox):
                 "scopes": ["crm", "user"],
             },
         )
-        if created.status_code == 404:
-            pytest.skip("TEMPORARY: the sandbox's app control API (POST /_sandbox/apps) has not landed yet")
         assert created.status_code == 201, created.text
         app = created.json()
         installed = self.http.post(f"/_sandbox/apps/{app['client_id']}/install", json={})

@@ -30,6 +30,15 @@ INSTALL_AUTH_KEYS = [*TOKEN_KEYS, "application_token"]
 EVENT_AUTH_KEYS = [k for k in INSTALL_AUTH_KEYS if k != "refresh_token"]
 
 
+def assert_insufficient_scope(response: httpx.Response) -> None:
+    """A method outside the caller's scopes: 403 ``insufficient_scope`` (REFERENCE 1.5), not a missing method."""
+    assert response.status_code == 403, response.text
+    assert response.json() == {
+        "error": "insufficient_scope",
+        "error_description": "The request requires higher privileges than provided by the webhook token",
+    }
+
+
 def register(sandbox: LiveSandbox, **fields: Any) -> dict[str, Any]:
     app: dict[str, Any] = sandbox.control("POST", "/_sandbox/apps", {"name": "Test app", **fields})
     return app

@@ -25,11 +25,6 @@ def batch(sandbox: LiveSandbox, cmd: Any, halt: int | None = None) -> dict[str, 
     return body["result"]
 
 
-def require_crm(sandbox: LiveSandbox) -> None:
-    if "crm.contact.add" not in sandbox.call("methods", {"full": 1}).json()["result"]:
-        pytest.skip("crm.contact.* has not landed yet")
-
-
 def test_batch_of_system_methods(sandbox: LiveSandbox) -> None:
     result = batch(sandbox, {"me": "user.current", "prof": "profile", "users": "user.get?filter[ID]=2"})
     assert result["result"]["me"]["ID"] == "1"
@@ -180,7 +175,6 @@ def test_empty_batch(sandbox: LiveSandbox) -> None:
 
 
 def test_crm_result_chain(sandbox: LiveSandbox) -> None:
-    require_crm(sandbox)
     result = batch(
         sandbox,
         {
@@ -201,7 +195,6 @@ def test_crm_result_chain(sandbox: LiveSandbox) -> None:
 
 
 def test_crm_halt_1_later_writes_do_not_happen(sandbox: LiveSandbox) -> None:
-    require_crm(sandbox)
     result = batch(
         sandbox,
         {

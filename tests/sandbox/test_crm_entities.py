@@ -89,12 +89,16 @@ def test_deal_defaults_category_and_stage(sandbox: LiveSandbox) -> None:
     assert deal["STAGE_ID"] == "NEW" and deal["STAGE_SEMANTIC_ID"] == "P" and deal["CONTACT_ID"] == "4"
     assert deal["CLOSED"] == "N" and "CONTACT_IDS" not in deal
     assert deal["BEGINDATE"] < deal["CLOSEDATE"]
-    d2 = ok(sandbox.call("crm.deal.add", {"fields": {"CATEGORY_ID": "3", "TITLE": "T", "BEGINDATE": "2024-08-30"}}))
+    funnel = ok(sandbox.call("crm.category.add", {"entityTypeId": 2, "fields": {"name": "Partners"}}))["category"]
+    cid = funnel["id"]
+    d2 = ok(
+        sandbox.call("crm.deal.add", {"fields": {"CATEGORY_ID": str(cid), "TITLE": "T", "BEGINDATE": "2024-08-30"}})
+    )
     deal2 = ok(sandbox.call("crm.deal.get", {"id": d2}))
-    assert deal2["STAGE_ID"] == "C3:NEW" and deal2["BEGINDATE"].startswith("2024-08-30T")
-    ok(sandbox.call("crm.deal.update", {"id": d2, "fields": {"CATEGORY_ID": 0, "STAGE_ID": "C3:WON"}}))
+    assert deal2["STAGE_ID"] == f"C{cid}:NEW" and deal2["BEGINDATE"].startswith("2024-08-30T")
+    ok(sandbox.call("crm.deal.update", {"id": d2, "fields": {"CATEGORY_ID": 0, "STAGE_ID": f"C{cid}:WON"}}))
     deal2 = ok(sandbox.call("crm.deal.get", {"id": d2}))
-    assert deal2["CATEGORY_ID"] == "3" and deal2["STAGE_SEMANTIC_ID"] == "S" and deal2["CLOSED"] == "Y"
+    assert deal2["CATEGORY_ID"] == str(cid) and deal2["STAGE_SEMANTIC_ID"] == "S" and deal2["CLOSED"] == "Y"
 
 
 def test_crm_changed_listener(sandbox: LiveSandbox) -> None:

@@ -142,10 +142,6 @@ def test_403_insufficient_scope(sandbox: LiveSandbox) -> None:
 
 
 def test_403_insufficient_scope_for_crm(sandbox: LiveSandbox) -> None:
-    import pytest
-
-    if "crm.contact.list" not in sandbox.call("methods", {"full": 1}).json()["result"]:
-        pytest.skip("crm methods have not landed yet")
     hook = sandbox.control("POST", "/_sandbox/webhooks", {"user_id": 1, "scopes": ["user"]})
     assert_error(sandbox.http.post(hook["url"] + "crm.contact.list", json={}), 403, "insufficient_scope")
 

@@ -14,6 +14,7 @@ import pytest
 
 from b24bridge.sandbox.wire import dumps_xml
 from tests.sandbox.conftest import LiveSandbox
+from tests.sandbox.helpers import install
 
 
 def _hook_path(sandbox: LiveSandbox) -> str:
@@ -172,27 +173,15 @@ def _oauth_call(sandbox: LiveSandbox, method: str, access_token: str, where: str
     return sandbox.http.post(f"/rest/{method}/", json={"auth": access_token})
 
 
-def install_app(sandbox: LiveSandbox) -> dict[str, Any]:
-    """Install the pre-registered application and return its tokens; skip while installation has not landed."""
-    response = sandbox.http.post(f"/_sandbox/apps/{sandbox.client_id}/install", json={})
-    if response.status_code in (404, 405):
-        pytest.skip("application installation (control API) has not landed yet")
-    assert response.status_code < 300, response.text
-    data: dict[str, Any] = response.json()
-    return data
-
-
-def access_token_of(installed: dict[str, Any]) -> str:
-    for key in ("access_token", "AUTH_ID"):
-        if key in installed:
-            return str(installed[key])
-    auth = installed.get("auth") or installed.get("tokens") or {}
-    return str(auth["access_token"])
+def installed_access_token(sandbox: LiveSandbox) -> str:
+    """Install the pre-registered application; the installer's access token."""
+    token: str = install(sandbox, sandbox.client_id)["tokens"]["access_token"]
+    return token
 
 
 @pytest.mark.parametrize("where", ["query", "form", "json"])
 def test_oauth_access_token_everywhere(sandbox: LiveSandbox, where: str) -> None:
-    token = access_token_of(install_app(sandbox))
+    token = installed_access_token(sandbox)
     response = _oauth_call(sandbox, "user.current", token, where)
     assert response.status_code == 200, response.text
     assert response.json()["result"]["ID"] == "1"
@@ -200,7 +189,7 @@ def test_oauth_access_token_everywhere(sandbox: LiveSandbox, where: str) -> None
 
 
 def test_oauth_expired_token(sandbox: LiveSandbox) -> None:
-    token = access_token_of(install_app(sandbox))
+    token = installed_access_token(sandbox)
     assert sandbox.control("POST", "/_sandbox/tokens/expire", {"access_token": token})["expired"] == 1
     response = _oauth_call(sandbox, "user.current", token, "json")
     assert response.status_code == 401
@@ -208,7 +197,7 @@ def test_oauth_expired_token(sandbox: LiveSandbox) -> None:
 
 
 def test_oauth_batch_auth_on_outer_call_only(sandbox: LiveSandbox) -> None:
-    token = access_token_of(install_app(sandbox))
+    token = installed_access_token(sandbox)
     response = sandbox.http.post(
         "/rest/batch", json={"auth": token, "cmd": {"me": "user.current", "scopes": "scope"}, "halt": 0}
     )

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import apps, automation, control, eventbus, methods, oauth
 from .config import SandboxConfig
+from .methods import crm_requisites
 from .rest import rest_endpoint
 from .runtime import Sandbox
 
@@ -39,6 +40,7 @@ def create_app(config: SandboxConfig | None = None, sandbox: Sandbox | None = No
     portal = sandbox or Sandbox(config or SandboxConfig())
     eventbus.attach(portal)  # bound events are delivered on every CRM change
     automation.install(portal)  # deal stage changes start robots
+    crm_requisites.attach(portal)  # a deleted company's or contact's requisites go with it
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

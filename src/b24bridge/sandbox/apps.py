@@ -39,9 +39,9 @@ from .state import Application, token
 _ALNUM = string.ascii_letters + string.digits
 
 
-def new_client_id() -> str:
-    """``local.`` + 14 hex + ``.`` + 8 digits, the shape of a local application's client_id (REFERENCE 4.5)."""
-    return f"local.{secrets.token_hex(7)}.{secrets.randbelow(10**8):08d}"
+def new_client_id(marketplace: bool = False) -> str:
+    """``local.`` (or ``app.`` for a marketplace application) + 14 hex + ``.`` + 8 digits (REFERENCE 4.5)."""
+    return f"{'app' if marketplace else 'local'}.{secrets.token_hex(7)}.{secrets.randbelow(10**8):08d}"
 
 
 def new_client_secret() -> str:
@@ -83,15 +83,49 @@ async def apps_endpoint(request: Request) -> Response:
     scopes = data.get("scopes", ["crm", "user"])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise ControlError("scopes must be a list of strings")
+    marketplace = bool(data.get("marketplace", False))
     app = Application(
-        new_client_id(),
+        new_client_id(marketplace),
         new_client_secret(),
-        str(data.get("name") or "Local application"),
+        str(data.get("name") or ("Marketplace application" if marketplace else "Local application")),
         handler_url=_url(data, "handler_url"),
         install_url=_url(data, "install_url"),
         redirect_url=_url(data, "redirect_url"),
         scopes=list(scopes),
+        # A local app is "L"; a marketplace app's status is its payment state, free here (REFERENCE 4.2, 4.5).
+        status="F" if marketplace else "L",
         api_only=bool(data.get("api_only", False)),
+    )
+    sandbox.world.apps[app.client_id] = app
+    return reply(view(app), 201)
+
+
+@control
+async def register_endpoint(request: Request) -> Response:
+    """Register in this portal a marketplace application another portal of the cloud already knows.
+
+    Like adding a Marketplace app to one more portal: the same client_id and secret, installed separately (its own
+    version, application_token and tokens here). A local application's keys are valid on its own portal only.
+    """
+    sandbox = portal(request)
+    client_id = request.path_params["client_id"]
+    if client_id in sandbox.world.apps:
+        raise ControlError(f"application {client_id} is already registered in this portal", 409)
+    source = next((p.world.apps[client_id] for p in sandbox.cloud if client_id in p.world.apps), None)
+    if source is None:
+        raise ControlError(f"no portal of this cloud knows application {client_id}", 404)
+    if source.status == "L":
+        raise ControlError("a local application belongs to one portal; create it with marketplace: true")
+    app = Application(
+        source.client_id,
+        source.client_secret,
+        source.name,
+        handler_url=source.handler_url,
+        install_url=source.install_url,
+        redirect_url=source.redirect_url,
+        scopes=list(source.scopes),
+        status=source.status,
+        api_only=source.api_only,
     )
     sandbox.world.apps[app.client_id] = app
     return reply(view(app), 201)
@@ -263,6 +297,7 @@ async def uninstall_endpoint(request: Request) -> Response:
 control_routes: list[BaseRoute] = [
     Route("/_sandbox/apps", apps_endpoint, methods=["GET", "POST"]),
     Route("/_sandbox/apps/{client_id}", app_detail, methods=["GET"]),
+    Route("/_sandbox/apps/{client_id}/register", register_endpoint, methods=["POST"]),
     Route("/_sandbox/apps/{client_id}/install", install_endpoint, methods=["POST"]),
     Route("/_sandbox/apps/{client_id}/install-finish", install_finish_endpoint, methods=["POST"]),
     Route("/_sandbox/apps/{client_id}/uninstall", uninstall_endpoint, methods=["POST"]),

@@ -1,20 +1,21 @@
-"""CRM automation rules: a robot placed on a deal stage runs when a deal enters that stage.
+"""CRM automation rules: a robot or an outbound webhook placed on a deal stage runs when a deal enters that stage.
 
-On a real portal an administrator drags an application robot onto a stage in the automation designer; the sandbox
-has no UI, so rules are created through the control API:
+On a real portal an administrator drags an application robot (or the built-in "Outbound webhook" rule) onto a stage
+in the automation designer; the sandbox has no UI, so rules are created through the control API:
 
-* ``POST /_sandbox/automation/rules`` ``{entity, category_id, stage_id, client_id, robot_code, properties,
-  timeout_duration, auth_user_id, use_subscription}``; ``GET`` lists them; ``DELETE .../rules/{id}`` removes one.
-* ``POST /_sandbox/deals/{id}/stage`` ``{stage_id, user_id?}`` moves a deal: with ``user_id`` as that user would in
-  the kanban; without it as automation does (a robot or workflow changing the stage), so the events it causes carry
-  no tokens (REFERENCE 7.2).
+* ``POST /_sandbox/automation/rules`` ``{type: "robot", entity, category_id, stage_id, client_id, robot_code,
+  properties, timeout_duration, auth_user_id, use_subscription}`` or ``{type: "webhook", entity, category_id,
+  stage_id, handler}`` (see ``webhook_rule``); ``GET`` lists them; ``DELETE .../rules/{id}`` removes one.
+* ``POST /_sandbox/deals/{id}/stage`` ``{stage_id, user_id?}`` moves a deal within its funnel (the stage must be
+  one of the funnel's): with ``user_id`` as that user would in the kanban; without it as automation does (a robot
+  or workflow changing the stage), so the events it causes carry no tokens (REFERENCE 7.2).
 * ``POST /_sandbox/deals/move`` ``{deal_ids, stage_id, over_seconds?, user_id?}`` moves many deals, spread evenly
   over ``over_seconds`` (answers 202 at once): load generated inside the portal, as a busy sales team would.
 * ``GET /_sandbox/workflows[?status=&rule_id=&document_id=&settle=1]`` and ``GET /_sandbox/workflows/{id}``.
 
 A rule fires when a document *enters* its stage: created in it, or updated with a changed STAGE_ID (REFERENCE 5,
-CRM automation semantics); the category must match too. Each matching rule starts its own workflow
-(see ``bizproc_runtime`` for what a workflow does and records).
+CRM automation semantics); the category must match too. Each matching robot rule starts its own workflow
+(see ``bizproc_runtime`` for what a workflow does and records); each webhook rule sends its one request.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import bizproc_runtime as robots
+from . import crm_categories as funnels
+from . import webhook_rule
 from .bizproc_defs import key_of
 from .control import ControlError, body_of, control, portal, reply
 from .crm_fields import ENTITIES
@@ -39,6 +42,8 @@ from .runtime import DEFAULT_APP_ID, CrmAction, Sandbox
 # Only deals have stage automation in the sandbox today; leads would use STATUS_ID instead of STAGE_ID.
 SUPPORTED_ENTITIES = {"DEAL"}
 WORKFLOW_STATUSES = {"running", "completed", "timeout", "failed"}
+# "robot": an application's robot (a workflow calls its handler); "webhook": the built-in outbound webhook rule.
+RULE_TYPES = {"robot", "webhook"}
 
 
 def install(sandbox: Sandbox) -> None:
@@ -68,9 +73,17 @@ def on_crm_change(
     if stage is None or (action == "UPDATE" and before is not None and before.get("STAGE_ID") == stage):
         return
     category = _category(after.get("CATEGORY_ID"))
-    for rule in list(sandbox.world.automation_rules):
-        if rule["entity"] == entity and rule["stage_id"] == stage and rule["category_id"] == category:
-            robots.start_robot(sandbox, rule, entity, record_id, document_fields(sandbox, entity, after))
+    rules = [
+        rule
+        for rule in sandbox.world.automation_rules
+        if rule["entity"] == entity and rule["stage_id"] == stage and rule["category_id"] == category
+    ]
+    fields = document_fields(sandbox, entity, after) if rules else {}
+    for rule in rules:
+        if rule.get("type") == "webhook":
+            webhook_rule.send(sandbox, rule, entity, record_id, fields)
+        else:
+            robots.start_robot(sandbox, rule, entity, record_id, fields)
 
 
 def document_fields(sandbox: Sandbox, entity: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +124,26 @@ async def add_rule(request: Request) -> Response:
     stage_id = data.get("stage_id")
     if not isinstance(stage_id, str) or not stage_id:
         raise ControlError("stage_id is required (e.g. NEW, or C1:NEW in funnel 1)")
+    kind = data.get("type", "robot")
+    if kind not in RULE_TYPES:
+        raise ControlError(f"type must be one of {sorted(RULE_TYPES)}")
+    specific = _webhook_rule_fields(data) if kind == "webhook" else _robot_rule_fields(sandbox, data)
+    rule = {
+        "id": world.next_id("automation_rule"),
+        "type": kind,
+        "entity": entity,
+        "category_id": _int_field(data, "category_id", 0),
+        "stage_id": stage_id,
+        **specific,
+        "created_at": sandbox.now(),
+    }
+    world.automation_rules.append(rule)
+    return reply(rule, 201)
+
+
+def _robot_rule_fields(sandbox: Sandbox, data: dict[str, Any]) -> dict[str, Any]:
+    """An application robot placed on the stage."""
+    world = sandbox.world
     client_id = str(data.get("client_id") or DEFAULT_APP_ID)
     code = data.get("robot_code")
     if not isinstance(code, str) or not code:
@@ -130,11 +163,7 @@ async def add_rule(request: Request) -> Response:
     use_subscription = data.get("use_subscription")
     if use_subscription not in (None, "Y", "N"):
         raise ControlError("use_subscription must be Y or N")
-    rule = {
-        "id": world.next_id("automation_rule"),
-        "entity": entity,
-        "category_id": _int_field(data, "category_id", 0),
-        "stage_id": stage_id,
+    return {
         "client_id": client_id,
         "robot_code": code,
         "properties": properties,
@@ -143,10 +172,18 @@ async def add_rule(request: Request) -> Response:
         "use_subscription": use_subscription,
         # Fixed per placed robot, as in a real automation template.
         "activity_name": robots.new_activity_name(),
-        "created_at": sandbox.now(),
     }
-    world.automation_rules.append(rule)
-    return reply(rule, 201)
+
+
+def _webhook_rule_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The "Outbound webhook" rule: its URL template, checked now although the portal would only skip it later."""
+    handler = data.get("handler")
+    if not isinstance(handler, str) or not handler.strip():
+        raise ControlError("handler is required: the URL to POST to, e.g. https://example.com/hook?deal={=Document:ID}")
+    problem = webhook_rule.handler_problem(handler.strip())
+    if problem is not None:
+        raise ControlError(f"handler: {problem}; the portal would send nothing")
+    return {"handler": handler.strip()}
 
 
 @control
@@ -181,6 +218,7 @@ async def move_deal(request: Request) -> Response:
     record = sandbox.world.records("DEAL").get(deal_id)
     if record is None:
         raise ControlError(f"no deal {deal_id}", 404)
+    _check_stage(sandbox, [record], stage_id)
     known = set(sandbox.world.workflows)
     _move(sandbox, deal_id, stage_id, actor)
     started = [wf_id for wf_id in sandbox.world.workflows if wf_id not in known]
@@ -202,6 +240,7 @@ async def move_deals(request: Request) -> Response:
     missing = [i for i in ids if i not in sandbox.world.records("DEAL")]
     if missing:
         raise ControlError(f"no deals {missing[:10]}", 404)
+    _check_stage(sandbox, [sandbox.world.records("DEAL")[i] for i in ids], stage_id)
     over = float(data.get("over_seconds", 0))
     if over < 0:
         raise ControlError("over_seconds must not be negative")
@@ -215,6 +254,15 @@ async def move_deals(request: Request) -> Response:
 
     sandbox.spawn(run())
     return reply({"scheduled": len(ids), "over_seconds": over}, 202)
+
+
+def _check_stage(sandbox: Sandbox, deals: list[dict[str, Any]], stage_id: str) -> None:
+    """A deal moves only within its own funnel, as in the kanban: the stage must be one of that funnel's."""
+    for deal in deals:
+        category = _category(deal.get("CATEGORY_ID"))
+        if funnels.find_stage(sandbox.world, category, stage_id) is None:
+            known = [row["STATUS_ID"] for row in funnels.stages(sandbox.world, category)]
+            raise ControlError(f"deal {deal['ID']} is in funnel {category}, which has no stage {stage_id!r}; {known}")
 
 
 def _move_args(sandbox: Sandbox, data: dict[str, Any]) -> tuple[str, int | None]:

@@ -93,16 +93,16 @@ def open_event_token(world: World, event_token: Any) -> tuple[str, str, str] | N
 # --- property templates ---------------------------------------------------------------------------------------
 
 
-def _printable(value: Any) -> str:
+def printable(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "Y" if value else "N"
     if isinstance(value, list):
-        return ", ".join(_printable(v) for v in value)
+        return ", ".join(printable(v) for v in value)
     if isinstance(value, dict):
         # Multi-fields ({"VALUE": ..., "VALUE_TYPE": ...}) print their value.
-        return _printable(value.get("VALUE", ""))
+        return printable(value.get("VALUE", ""))
     return str(value)
 
 
@@ -115,19 +115,24 @@ def substitute(template: Any, record: dict[str, Any]) -> Any:
     whole = _EXPRESSION.fullmatch(template.strip())
     if whole:
         return record.get(whole.group(1))
-    return _EXPRESSION.sub(lambda m: _printable(record.get(m.group(1))), template)
+    return render_text(template, record)
+
+
+def render_text(template: str, record: dict[str, Any]) -> str:
+    """``{=Document:FIELD}`` replaced by the field's printed value, everywhere in a text."""
+    return _EXPRESSION.sub(lambda m: printable(record.get(m.group(1))), template)
 
 
 def _user_refs(value: Any, record: dict[str, Any]) -> list[str]:
     """[inferred from bizproc conventions] users go out as ``user_N``; ``Author`` is the responsible person."""
     refs: list[str] = []
     for item in value if isinstance(value, list) else [value]:
-        for part in re.split(r"[;,]", _printable(item)):
+        for part in re.split(r"[;,]", printable(item)):
             part = part.strip()
             if not part:
                 continue
             if part.lower() == "author":
-                part = _printable(record.get("ASSIGNED_BY_ID"))
+                part = printable(record.get("ASSIGNED_BY_ID"))
             refs.append(f"user_{part}" if part.isdigit() else part)
     return refs
 
@@ -140,8 +145,8 @@ def externalize(prop: dict[str, Any], value: Any, record: dict[str, Any]) -> str
         return refs if multiple else (refs[0] if refs else "")
     if multiple:
         items = value if isinstance(value, list) else [value]
-        return [_printable(v) for v in items if v is not None and v != ""]
-    return _printable(value)
+        return [printable(v) for v in items if v is not None and v != ""]
+    return printable(value)
 
 
 def robot_properties(robot: dict[str, Any], templates: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:

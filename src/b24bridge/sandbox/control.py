@@ -101,6 +101,23 @@ async def info(request: Request) -> Response:
 
 
 @control
+async def cloud(request: Request) -> Response:
+    """The portals sharing this portal's OAuth server (itself included, marked ``this``)."""
+    sandbox = portal(request)
+    portals = [
+        {
+            "base_url": p.config.base_url,
+            "domain": p.domain,
+            "member_id": p.world.member_id,
+            "client_endpoint": p.client_endpoint,
+            "this": p is sandbox,
+        }
+        for p in sandbox.cloud
+    ]
+    return reply({"portals": portals})
+
+
+@control
 async def reset(request: Request) -> Response:
     sandbox = portal(request)
     await sandbox.drain()
@@ -299,6 +316,7 @@ async def save_state(request: Request) -> Response:
 
 routes: list[BaseRoute] = [
     Route("/_sandbox/", info, methods=["GET"]),
+    Route("/_sandbox/cloud", cloud, methods=["GET"]),
     Route("/_sandbox/reset", reset, methods=["POST"]),
     Route("/_sandbox/config", configure, methods=["POST"]),
     Route("/_sandbox/limits", limits_state, methods=["GET"]),

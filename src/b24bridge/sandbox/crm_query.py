@@ -7,7 +7,7 @@ Semantics from docs:`api-reference/crm/contacts/crm-contact-list.md` and REFEREN
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Any
@@ -111,8 +111,10 @@ def _test(op: str, have: Any, wants: list[Any], raw: list[Any]) -> bool:
     return False
 
 
-def matcher(entity: EntityDef, conditions: list[Condition], tz: timezone) -> Callable[[dict[str, Any]], bool]:
-    fields = entity.by_name
+def matcher(
+    fields: Mapping[str, FieldDef], conditions: list[Condition], tz: timezone
+) -> Callable[[dict[str, Any]], bool]:
+    """A record test for ``conditions``; ``fields`` type the comparisons (a field not in it compares as text)."""
     checks: list[Callable[[dict[str, Any]], bool]] = []
     for cond in conditions:
         field = fields.get(cond.name)

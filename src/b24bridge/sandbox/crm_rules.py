@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from .crm_statuses import first_status, stage_semantics, start_stage
+from . import crm_categories as funnels
+from .crm_statuses import first_status
 from .registry import Call
 
 
@@ -52,7 +53,7 @@ def contact_rules(call: Call, before: dict[str, Any] | None, record: dict[str, A
         record.setdefault("EXPORT", "Y")
         for name, entity_id in (("TYPE_ID", "CONTACT_TYPE"), ("SOURCE_ID", "SOURCE")):
             if not record.get(name):
-                record[name] = first_status(entity_id)
+                record[name] = first_status(call.world.statuses, entity_id)
     _primary_with_set(record, changed, "COMPANY_ID", "COMPANY_IDS")
     _has_flags(record)
 
@@ -61,15 +62,15 @@ def company_rules(call: Call, before: dict[str, Any] | None, record: dict[str, A
     if before is None:
         record.setdefault("IS_MY_COMPANY", "N")
         if not record.get("COMPANY_TYPE"):
-            record["COMPANY_TYPE"] = first_status("COMPANY_TYPE")
+            record["COMPANY_TYPE"] = first_status(call.world.statuses, "COMPANY_TYPE")
     _has_flags(record)
 
 
 def deal_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any], changed: dict[str, Any]) -> None:
     now, user = call.sandbox.now(), call.caller.user_id
+    world = call.world
     if before is None:
-        category = record.get("CATEGORY_ID")
-        record["CATEGORY_ID"] = category if isinstance(category, int) and category >= 0 else 0
+        record["CATEGORY_ID"] = funnels.existing_category(world, record.get("CATEGORY_ID"))
         if not record.get("TITLE"):
             record["TITLE"] = f"Deal #{record['ID']}"  # docs: template "Deal #{id}"
         for name in ("IS_RECURRING", "IS_RETURN_CUSTOMER", "IS_REPEATED_APPROACH", "IS_MANUAL_OPPORTUNITY"):
@@ -82,18 +83,19 @@ def deal_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any]
         record["CLOSEDATE"] = record.get("CLOSEDATE") or _today(call, 7)
         for name, entity_id in (("TYPE_ID", "DEAL_TYPE"), ("SOURCE_ID", "SOURCE")):
             if not record.get(name):
-                record[name] = first_status(entity_id)
-    if not record.get("STAGE_ID"):
-        record["STAGE_ID"] = before["STAGE_ID"] if before else start_stage(record["CATEGORY_ID"])
-    # [inferred] any STAGE_ID is accepted (docs name no error for an unknown stage); semantics follow the
-    # stage's id, and a final stage (S/F) closes the deal as the portal's kanban does.
-    semantic = stage_semantics(str(record["STAGE_ID"]))
+                record[name] = first_status(world.statuses, entity_id)
+    category = int(record["CATEGORY_ID"])
+    current = before["STAGE_ID"] if before else None
+    record["STAGE_ID"] = funnels.resolve_stage(world, category, record.get("STAGE_ID") or current, current)
+    stage = funnels.find_stage(world, category, str(record["STAGE_ID"]))
+    semantic = funnels.semantics(stage)
     record["STAGE_SEMANTIC_ID"] = semantic
     if before is None or before.get("STAGE_ID") != record["STAGE_ID"]:
         record.update(MOVED_BY_ID=user, MOVED_TIME=now)
+        # A final stage (S/F) closes the deal, as the portal's kanban does.
         record["CLOSED"] = "N" if semantic == "P" else "Y"
     record.setdefault("CLOSED", "N")
-    record["IS_NEW"] = "Y" if str(record["STAGE_ID"]).split(":")[-1] == "NEW" else "N"
+    record["IS_NEW"] = "Y" if record["STAGE_ID"] == funnels.start_stage(world, category) else "N"
     _primary_with_set(record, changed, "CONTACT_ID", "CONTACT_IDS")
 
 

@@ -1,4 +1,4 @@
-"""Reference lists (``crm.status.list``) and funnels (``crm.category.list``) of a new portal.
+"""Reference lists (``crm.status.list``) and the default funnel (``crm.category.list``) of a new portal.
 
 DEAL_STAGE rows (ids, names, sort, colours, semantics) are the docs' crm-status-list.md example verbatim.
 [inferred] The other lists are the stock English-portal entries (first entry = the default the add methods use);
@@ -41,7 +41,8 @@ _SIMPLE: dict[str, list[tuple[str, str]]] = {
 }  # fmt: skip
 
 
-def _build() -> list[dict[str, Any]]:
+def stock_statuses() -> list[dict[str, Any]]:
+    """The reference lists of a new portal, as ``crm.status.list`` rows (fresh copies: a world changes its own)."""
     rows: list[dict[str, Any]] = []
     next_id = 101
     for status_id, name, color, semantics, extra, system in _DEAL_STAGES:
@@ -63,29 +64,12 @@ def _build() -> list[dict[str, Any]]:
     return rows
 
 
-STATUSES: list[dict[str, Any]] = _build()
-
-
-def first_status(entity_id: str) -> str | None:
+def first_status(rows: list[dict[str, Any]], entity_id: str) -> str | None:
     """docs: TYPE_ID / SOURCE_ID default to "the first available" entry of their list."""
-    for row in STATUSES:
-        if row["ENTITY_ID"] == entity_id:
-            return str(row["STATUS_ID"])
-    return None
+    entries = [row for row in rows if row["ENTITY_ID"] == entity_id]
+    entries.sort(key=lambda row: (int(row["SORT"]), int(row["ID"])))
+    return str(entries[0]["STATUS_ID"]) if entries else None
 
 
-def stage_semantics(stage_id: str) -> str:
-    """P (in progress) / S (success) / F (failure) for a stage of any funnel (``C{n}:WON`` in funnel n)."""
-    base = stage_id.split(":", 1)[1] if stage_id.startswith("C") and ":" in stage_id else stage_id
-    for row in STATUSES:
-        if row["ENTITY_ID"] == "DEAL_STAGE" and row["STATUS_ID"] == base:
-            return str(row["SEMANTICS"] or "P")
-    return "P"  # [inferred] a stage the portal does not know counts as in progress
-
-
-def start_stage(category_id: int) -> str:
-    """docs crm-deal-add.md: STAGE_ID defaults to the first stage of the funnel (``C{n}:`` prefix off funnel 0)."""
-    return "NEW" if category_id == 0 else f"C{category_id}:NEW"
-
-
-DEFAULT_CATEGORY = {"id": 0, "name": "General", "sort": 300, "entityTypeId": 2, "isDefault": "Y"}
+# The default funnel as crm.category.list shows it (docs example: no originId/originatorId on the default one).
+DEFAULT_CATEGORY: dict[str, Any] = {"id": 0, "name": "General", "sort": 300, "entityTypeId": 2, "isDefault": "Y"}

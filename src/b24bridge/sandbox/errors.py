@@ -11,7 +11,7 @@ class RestError(Exception):
     ``code`` may be the empty string: legacy ``crm.*`` methods answer most of their errors that way.
     """
 
-    def __init__(self, code: str, description: str, status: int = 400, **extra: Any) -> None:
+    def __init__(self, code: str | int, description: str, status: int = 400, **extra: Any) -> None:
         super().__init__(f"{code}: {description}")
         self.code = code
         self.description = description

@@ -123,18 +123,23 @@ def _forget_expired_codes(sandbox: Sandbox) -> None:
         del codes[key]
 
 
-def _client(sandbox: Sandbox, params: dict[str, Any]) -> Application:
+def _client(sandbox: Sandbox, params: dict[str, Any]) -> tuple[str, list[Sandbox]]:
+    """The client_id, checked against its secret, and the portals of the cloud the application is present on.
+
+    A local application is registered in one portal; a marketplace one, with the same keys, in several.
+    """
     client_id, secret = params.get("client_id"), params.get("client_secret")
     if not isinstance(client_id, str) or not client_id:
         raise invalid_request("client_id is not specified")
     if not isinstance(secret, str) or not secret:
         raise invalid_request("client_secret is not specified")
-    app = sandbox.world.apps.get(client_id)
-    if app is None or app.client_secret != secret:
+    registered = [(p, p.world.apps[client_id]) for p in sandbox.cloud if client_id in p.world.apps]
+    if not registered or any(app.client_secret != secret for _, app in registered):
         raise invalid_client()
-    if not on_portal(app):
+    present = [p for p, app in registered if on_portal(app)]
+    if not present:
         raise invalid_client("Application is not installed")
-    return app
+    return client_id, present
 
 
 def _required(params: dict[str, Any], name: str) -> str:
@@ -145,31 +150,39 @@ def _required(params: dict[str, Any], name: str) -> str:
 
 
 def exchange(sandbox: Sandbox, params: dict[str, Any]) -> dict[str, Any]:
-    """Run one ``/oauth/token/`` request; returns the token response or raises ``OAuthError``."""
+    """Run one ``/oauth/token/`` request; returns the token response or raises ``OAuthError``.
+
+    The code or refresh token names the portal it belongs to; the answer is that portal's, whichever portal's
+    ``/oauth/token/`` was asked (one OAuth server for the whole cloud).
+    """
     grant_type = _required(params, "grant_type")
     if grant_type not in ("authorization_code", "refresh_token"):
         # Not in the Bitrix24 error table; RFC 6749 would say unsupported_grant_type. [inferred]
         raise invalid_request(f"Unsupported grant_type {grant_type}")
-    app = _client(sandbox, params)
-    world, now = sandbox.world, sandbox.now()
+    client_id, portals = _client(sandbox, params)
     if grant_type == "authorization_code":
-        code = world.auth_codes.pop(_required(params, "code"), None)  # single use: gone even if it fails below
-        if code is None or code.expires_at <= now or code.client_id != app.client_id:
+        value = _required(params, "code")
+        owner = next((p for p in portals if value in p.world.auth_codes), None)
+        code = owner.world.auth_codes.pop(value) if owner else None  # single use: gone even if it fails below
+        if owner is None or code is None or code.expires_at <= owner.now() or code.client_id != client_id:
             raise invalid_grant("Invalid authorization code")
         user_id = code.user_id
     else:
-        old = world.refresh_tokens.get(_required(params, "refresh_token"))
-        if old is None or old.expires_at <= now or old.client_id != app.client_id:
+        value = _required(params, "refresh_token")
+        owner = next((p for p in portals if value in p.world.refresh_tokens), None)
+        old = owner.world.refresh_tokens.get(value) if owner else None
+        if owner is None or old is None or old.expires_at <= owner.now() or old.client_id != client_id:
             raise invalid_grant("Invalid refresh token")
         # Rotation: the old refresh token stops working at once (docs auto-renewal.md: store the new one).
         # The access tokens issued earlier stay valid until they expire. [inferred]
-        del world.refresh_tokens[old.token]
+        del owner.world.refresh_tokens[old.token]
         user_id = old.user_id
-    user = world.users.get(user_id)
+    user = owner.world.users.get(user_id)
     if user is None or not user.active:
         raise invalid_grant("User is not active")
-    pair = tokens.issue(sandbox, app, user_id)
-    return tokens.token_response(sandbox, app, pair)
+    app = owner.world.apps[client_id]
+    pair = tokens.issue(owner, app, user_id)
+    return tokens.token_response(owner, app, pair)
 
 
 async def token_endpoint(request: Request) -> Response:
@@ -197,6 +210,8 @@ def server_app_info(sandbox: Sandbox, access_token: str) -> dict[str, Any]:
     """
     if not access_token:
         raise errors.no_auth()
+    # The token's own portal answers, whichever port of the cloud was asked.
+    sandbox = next((p for p in sandbox.cloud if access_token in p.world.access_tokens), sandbox)
     now = sandbox.now()
     record = sandbox.world.access_tokens.get(access_token)
     if record is None:

@@ -60,6 +60,8 @@ class Sandbox:
         self.clock_offset = 0.0
         # Events and automation subscribe here; CRM methods report every change they make.
         self.crm_listeners: list[CrmListener] = []
+        # The portals sharing this portal's OAuth server, itself included (``cloud.Cloud`` links several).
+        self.cloud: list[Sandbox] = [self]
 
     def crm_changed(
         self,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .crm_statuses import DEFAULT_CATEGORY, stock_statuses
+
 
 def token() -> str:
     """32 lower-case hex characters, the shape of real access/refresh/application tokens."""
@@ -91,9 +93,14 @@ class World:
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     auth_codes: dict[str, AuthCode] = field(default_factory=dict)
-    # CRM: entity type ("CONTACT", "COMPANY", "DEAL") -> id -> field map.
+    # CRM: entity type ("CONTACT", "COMPANY", "DEAL", "REQUISITE") -> id -> field map.
     crm: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     product_rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    # Reference lists as crm.status.list rows, deal stages of every funnel included; funnels by id (0 = default).
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    categories: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # User fields by their UF entity ("CRM_DEAL", "CRM_CONTACT", "CRM_COMPANY"), in creation order.
+    user_fields: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     # Robots and activities registered by applications, keyed "client_id|CODE" (CODE as given: the portal's key
     # is md5(APP_ID@CODE), case-sensitive).
@@ -131,6 +138,9 @@ class World:
         world.auth_codes = {k: AuthCode(**v) for k, v in data.get("auth_codes", {}).items()}
         world.crm = {e: {int(i): r for i, r in recs.items()} for e, recs in data.get("crm", {}).items()}
         world.product_rows = {int(k): v for k, v in data.get("product_rows", {}).items()}
+        world.statuses = list(data.get("statuses", []))
+        world.categories = {int(k): v for k, v in data.get("categories", {}).items()}
+        world.user_fields = {k: list(v) for k, v in data.get("user_fields", {}).items()}
         world.counters = dict(data.get("counters", {}))
         world.robots = dict(data.get("robots", {}))
         world.event_bindings = list(data.get("event_bindings", []))
@@ -152,7 +162,12 @@ class World:
 
 
 def seed_world(world: World) -> None:
-    """The portal as it comes out of the box: an administrator and one more employee."""
+    """The portal as it comes out of the box: an administrator, one more employee, the stock reference lists and the
+    default deal funnel. A world saved before a part existed gets that part here when it is loaded."""
+    if not world.statuses:
+        world.statuses = stock_statuses()
+    if not world.categories:
+        world.categories[0] = dict(DEFAULT_CATEGORY)
     if not world.users:
         world.users[1] = User(1, "Admin", "Sandbox", "admin@sandbox.local", admin=True)
         world.users[2] = User(2, "Maria", "Ivanova", "maria@sandbox.local", admin=False)

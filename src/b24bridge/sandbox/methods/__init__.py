@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("system", "crm", "crm_extra", "bizproc", "events")
+MODULES = (
+    "system",
+    "crm",
+    "crm_extra",
+    "crm_statuses",
+    "crm_categories",
+    "crm_userfields",
+    "crm_requisites",
+    "crm_deal_contacts",
+    "bizproc",
+    "events",
+)
 
 
 def load_all() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .. import crm_userfields as uf
 from ..crm_fields import ENTITIES, EntityDef, is_user_field
 from ..crm_query import matcher, page_of, parse_filter, select_names, sort_rows
 from ..crm_rules import RULES, common_defaults, touch
@@ -48,7 +49,14 @@ def _write(call: Call, ent: EntityDef, record: dict[str, Any], fields: dict[str,
     for name, value in fields.items():
         field = ent.by_name.get(name)
         if field is None:
-            if is_user_field(name):
+            user_field = uf.find(call.world, ent.entity, name)
+            if user_field is not None:
+                stored = uf.coerce(user_field, value, tz)
+                if stored is not uf.DROPPED:
+                    staged[name] = stored
+            elif is_user_field(name):
+                # A UF_* field never created with *.userfield.add is kept as given (a documented deviation: the
+                # portal drops it).
                 staged[name] = value
             continue  # docs: an incorrect field in fields is ignored
         if field.type == "crm_multifield":
@@ -66,12 +74,15 @@ def _view(call: Call, ent: EntityDef, record: dict[str, Any], names: list[str] |
     out: dict[str, Any] = {}
     if names is None:  # get: every visible field, then user/relation fields, then non-empty multi-fields
         names = [f.name for f in ent.fields if not f.hidden and f.type != "crm_multifield"]
-        names += [k for k in record if is_user_field(k)]
+        names += list(dict.fromkeys([*uf.names(call.world, ent.entity), *(k for k in record if is_user_field(k))]))
         names += [f.name for f in ent.fields if f.type == "crm_multifield"]
     for name in names:
         field = ent.by_name.get(name)
         value = record.get(name)
-        if field is None:
+        user_field = uf.find(call.world, ent.entity, name) if field is None else None
+        if user_field is not None:
+            out[name] = uf.render(user_field, value, tz)
+        elif field is None:
             out[name] = render_loose(value)
         elif field.type == "crm_multifield":
             if value:  # docs: multi-fields are returned only when they hold values
@@ -125,15 +136,18 @@ def make_handlers(ent: EntityDef) -> dict[str, Callable[[Call], Any]]:
 
     def list_(call: Call) -> Any:
         conditions = parse_filter(call.param("filter"))
-        test = matcher(ent, conditions, call.sandbox.tz)
+        test = matcher({**ent.by_name, **uf.filter_defs(call.world, ent.entity)}, conditions, call.sandbox.tz)
         rows = sort_rows([r for r in call.world.records(ent.entity).values() if test(r)], call.param("order"))
         page, total, nxt = page_of(rows, call.param("start"))
         select = call.param("select")
-        items = [_view(call, ent, r, select_names(ent, select, r.keys())) for r in page]
+        defined = uf.names(call.world, ent.entity)
+        items = [_view(call, ent, r, select_names(ent, select, [*defined, *r.keys()])) for r in page]
         return Page(items, total, nxt)
 
     def fields(call: Call) -> Any:
-        return {f.name: f.describe() for f in ent.fields}
+        described = {f.name: f.describe() for f in ent.fields}
+        user_fields = uf.definitions(call.world, ent.entity) if ent.entity in uf.UF_ENTITIES else []
+        return {**described, **{f["FIELD_NAME"]: uf.describe(f) for f in user_fields}}
 
     return {"add": add, "get": get, "update": update, "delete": delete, "list": list_, "fields": fields}
 
@@ -145,6 +159,9 @@ def _write_new(call: Call, ent: EntityDef, record: dict[str, Any], fields: dict[
         if field is not None and field.type == "crm_multifield":
             check_multi(name, value)
     record["ID"] = call.world.next_id(ent.entity)
+    # User fields not given take their defaults, as the portal fills empty fields before it saves.
+    for user_field in uf.definitions(call.world, ent.entity) if ent.entity in uf.UF_ENTITIES else []:
+        record[user_field["FIELD_NAME"]] = uf.default_value(user_field, call.sandbox.now(), call.sandbox.tz)
     _write(call, ent, record, fields, creating=True)
     common_defaults(call, record, record["ID"])
 

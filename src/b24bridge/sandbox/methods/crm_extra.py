@@ -1,14 +1,12 @@
-"""Deal product rows, duplicate search by phone/e-mail, reference lists and funnels."""
+"""Deal product rows and duplicate search by phone/e-mail."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from ..crm_query import page_of, sort_rows
-from ..crm_statuses import DEFAULT_CATEGORY, STATUSES
 from ..errors import RestError, legacy
-from ..registry import Call, Page, rest_method
+from ..registry import Call, rest_method
 from ..wire import as_list
 from .crm import record_id
 
@@ -156,40 +154,3 @@ def duplicate_findbycomm(call: Call) -> Any:
         if len(hits) >= 20:
             break  # docs: 20+ duplicates of one type → the later types are not returned
     return result  # an empty dict goes out as [] (PHP), which is the documented no-hit answer
-
-
-# --- crm.status.list / crm.category.list --------------------------------------------------------------------
-
-
-@rest_method("crm.status.list", "crm")
-def status_list(call: Call) -> Any:
-    flt = call.param("filter") or {}
-    if not isinstance(flt, dict):
-        flt = {}
-    wanted = {str(k).upper().lstrip("="): str(v) for k, v in flt.items()}
-    rows = [r for r in STATUSES if all(str(r.get(k)) == v for k, v in wanted.items())]
-    order = call.param("order") or {"SORT": "ASC"}
-    ordered = sort_rows([{**r, "ID": int(r["ID"]), "SORT": int(r["SORT"])} for r in rows], order)
-    page, total, nxt = page_of(
-        [{**r, "ID": str(r["ID"]), "SORT": str(r["SORT"])} for r in ordered], call.param("start")
-    )
-    return Page(page, total, nxt)
-
-
-@rest_method("crm.category.list", "crm")
-def category_list(call: Call) -> Any:
-    raw = call.param("entitytypeid")
-    try:
-        entity_type = int(str(raw))
-    except ValueError:
-        entity_type = 0
-    if entity_type != 2:
-        # [inferred] funnels exist for deals (2) and smart processes only; a new portal has no smart processes.
-        if entity_type in (1, 3, 4):
-            raise RestError("ENTITY_TYPE_NOT_SUPPORTED", f"Entity type `{_TYPE_NAMES[entity_type]}` is not supported")
-        raise RestError("NOT_FOUND", "Smart process not found")
-    # docs: {"result": {"categories": [...]}, "total": N}
-    return Page({"categories": [dict(DEFAULT_CATEGORY)]}, total=1)
-
-
-_TYPE_NAMES = {1: "LEAD", 3: "CONTACT", 4: "COMPANY"}

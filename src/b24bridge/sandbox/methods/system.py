@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import RestError
+from ..crm_fields import FieldDef
+from ..crm_query import matcher, page_of, parse_filter, sort_rows, split_key
 from ..registry import METHODS, Call, Page, rest_method
 from ..state import User
-from ..wire import as_list
 
 
 def _user_view(user: User) -> dict[str, Any]:
@@ -65,31 +65,43 @@ def user_current(call: Call) -> Any:
     return _user_view(call.world.users[call.caller.user_id])
 
 
+# user.get filters by any user.add field with the list-method prefixes (docs user-get.md); how each compares.
+_USER_FILTER_FIELDS = {
+    name: FieldDef(name, kind, name)
+    for name, kind in (("ID", "integer"), ("NAME", "string"), ("LAST_NAME", "string"), ("SECOND_NAME", "string"),
+                       ("EMAIL", "string"), ("USER_TYPE", "string"), ("IS_ONLINE", "char"))
+}  # fmt: skip
+_TOP_LEVEL_FILTERS = ("id", "active", "email", "name", "last_name", "user_type")
+
+
 @rest_method("user.get", "user")
 def user_get(call: Call) -> Any:
     flt = call.param("filter") or {}
     if not isinstance(flt, dict):
         flt = {}
+    flt = dict(flt)
     # user.get accepts filter fields both inside FILTER and at the top level.
-    for key in ("id", "active", "email", "name", "last_name"):
+    for key in _TOP_LEVEL_FILTERS:
         if key in call.params and key.upper() not in flt:
             flt[key.upper()] = call.params[key]
-    users = sorted(call.world.users.values(), key=lambda u: u.id)
-    wanted_ids = {str(v) for v in as_list(flt.get("ID"))}
-    if wanted_ids:
-        users = [u for u in users if str(u.id) in wanted_ids]
-    if "ACTIVE" in flt:
-        active = str(flt["ACTIVE"]).upper() in ("Y", "1", "TRUE")
-        users = [u for u in users if u.active == active]
-    if "EMAIL" in flt:
-        users = [u for u in users if u.email == flt["EMAIL"]]
-    try:
-        start = int(call.param("start", 0) or 0)
-    except ValueError as exc:
-        raise RestError("", "Parameter 'start' must be integer.") from exc
-    page = users[max(start, 0) : max(start, 0) + 50]
-    nxt = start + len(page) if start + len(page) < len(users) else None
-    return Page([_user_view(u) for u in page], len(users), nxt)
+    active = next((flt.pop(k) for k in list(flt) if split_key(str(k))[1] == "ACTIVE"), None)
+    # docs: ACTIVE true excludes terminated users; [inferred] a false value keeps only them
+    wanted_active = None if active is None else str(active).strip().upper() in ("Y", "1", "TRUE")
+    test = matcher(_USER_FILTER_FIELDS, parse_filter(flt), call.sandbox.tz)
+    rows = [
+        {**_user_view(user), "ID": user.id}  # a numeric ID, so that ID filters and sorting compare numbers
+        for user in call.world.users.values()
+        if wanted_active is None or user.active == wanted_active
+    ]
+    rows = sort_rows([row for row in rows if test(row)], _user_order(call))
+    page, total, nxt = page_of(rows, call.param("start"))
+    return Page([{**row, "ID": str(row["ID"])} for row in page], total, nxt)
+
+
+def _user_order(call: Call) -> dict[str, str]:
+    """``sort`` names a field and ``order`` its direction (docs); ID ascending otherwise."""
+    field = call.param("sort")
+    return {str(field).upper(): str(call.param("order") or "ASC")} if field else {}
 
 
 @rest_method("scope")
