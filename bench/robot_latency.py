@@ -149,10 +149,13 @@ class CpuWindow:
 # --- one workload ----------------------------------------------------------------------------------------------
 
 
-def prepare(sandbox: Sandbox, admin_url: str, runs: int, probe_runs: int) -> tuple[RobotSetup, float, float]:
-    """Fresh world and database, b24bridge on its defaults, the floor's round trip measured, one warm-up run,
-    limits on. Returns the setup (its ``deal_ids`` the ones to fire), the round trip and the warm-up's latency."""
-    setup = setup_robot(sandbox, admin_url, runs + 1)
+def prepare(
+    sandbox: Sandbox, admin_url: str, runs: int, probe_runs: int, changed: dict[str, str]
+) -> tuple[RobotSetup, float, float]:
+    """Fresh world and database, b24bridge on its defaults (unless ``--set`` changed some for an experiment), the
+    floor's round trip measured, one warm-up run, limits on. Returns the setup (its ``deal_ids`` the ones to fire),
+    the round trip and the warm-up's latency."""
+    setup = setup_robot(sandbox, admin_url, runs + 1, changed)
     try:
         round_trip = measure_round_trip(sandbox, probe_runs, rounds=15 if probe_runs == 1 else 5)
         # The first call after start-up pays one-offs (first connections; b24bridge's client still counting the
@@ -269,7 +272,7 @@ def _s(value: float) -> float | None:
 
 def steady(sandbox: Sandbox, admin_url: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
     fired = max(1, round(rate * args.seconds))
-    setup, round_trip, warm_up = prepare(sandbox, admin_url, fired, probe_runs=1)
+    setup, round_trip, warm_up = prepare(sandbox, admin_url, fired, 1, args.changed)
     try:
         seen = fire_and_wait(sandbox, setup, fired / rate, args.timeout)
     finally:
@@ -296,7 +299,7 @@ def steady(sandbox: Sandbox, admin_url: str, rate: float, args: argparse.Namespa
 def burst(sandbox: Sandbox, admin_url: str, args: argparse.Namespace) -> dict[str, Any]:
     fired = args.burst
     need = math.ceil(fired * COMMANDS_PER_RUN / MAX_BATCH)
-    setup, round_trip, warm_up = prepare(sandbox, admin_url, fired, probe_runs=MAX_BATCH // COMMANDS_PER_RUN)
+    setup, round_trip, warm_up = prepare(sandbox, admin_url, fired, MAX_BATCH // COMMANDS_PER_RUN, args.changed)
     try:
         seen = fire_and_wait(sandbox, setup, 0.0, args.timeout)
     finally:
@@ -432,7 +435,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="wait for answers this long after the last call")
     parser.add_argument("--database-url", default=os.environ.get("B24BRIDGE_TEST_DATABASE_URL"))
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="experiments only: change a setting (e.g. worker_concurrency=50); the recorded figures use none",
+    )
     args = parser.parse_args()
+    args.changed = dict(item.split("=", 1) for item in args.set)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if any(r <= 0 for r in rates) or args.seconds <= 0 or args.burst < 1:
         parser.error("--rates, --seconds and --burst must be positive")

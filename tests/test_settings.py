@@ -104,3 +104,43 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "B24BRIDGE_PORT: must be an integer between 1 and 65535 (got 'abc')"
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("public_url", "ftp://bridge.example.com", "B24BRIDGE_PUBLIC_URL: must be the externally reachable https://"),
+        ("public_url", "http://bridge.example.com", "B24BRIDGE_PUBLIC_URL: must be the externally reachable https://"),
+        ("public_url", "https://bridge.example.com/?a=1", "B24BRIDGE_PUBLIC_URL: must be the externally reachable"),
+        ("redis_url", "localhost:6379", "B24BRIDGE_REDIS_URL: must be a Redis URL"),
+        ("redis_url", "http://cache:6379", "B24BRIDGE_REDIS_URL: must be a Redis URL"),
+        ("oauth_server", "oauth.bitrix.info", "B24BRIDGE_OAUTH_SERVER: must be the OAuth server's https URL"),
+        ("oauth_server", "http://oauth.example.com", "B24BRIDGE_OAUTH_SERVER: must be the OAuth server's https URL"),
+        ("retry_schedule", "5s,soon", "B24BRIDGE_RETRY_SCHEDULE: must be durations separated by commas"),
+        ("retry_schedule", "5s,0s", "B24BRIDGE_RETRY_SCHEDULE: must be durations separated by commas"),
+    ],
+)
+def test_urls_and_schedules_are_checked_as_their_messages_say(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**{name: value})
+    assert [line[: len(expected)] for line in caught.value.problems] == [expected]
+
+
+def test_accepted_urls_and_schedule() -> None:
+    settings = load_settings(
+        public_url="https://bridge.example.com/",
+        redis_url="rediss://cache.example.com:6380/1",
+        oauth_server="http://127.0.0.1:8090",
+        retry_schedule="500ms, 5s,2m,1h,1d",
+    )
+    assert settings.public_url == "https://bridge.example.com"
+    assert settings.retry_delays == (0.5, 5.0, 120.0, 3600.0, 86400.0)
+    assert load_settings(public_url="http://127.0.0.1:8000").public_url == "http://127.0.0.1:8000"
+
+
+def test_production_needs_an_https_public_url() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environment="production", public_url="http://127.0.0.1:8000")
+    assert caught.value.problems == [
+        "B24BRIDGE_PUBLIC_URL: production needs an https:// URL (Bitrix24 calls it from the Internet)"
+    ]

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+import psycopg
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.routing import Route
 
 from b24bridge import __version__
@@ -63,6 +65,13 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         return await _readiness(app.state.database, app.state.worker)
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        # Nothing was stored: say so plainly. (A portal does not retry a robot call; a 503 is all we can give.)
+        log.warning("request refused: database unavailable", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse({"error": "the database is unavailable; nothing was stored"}, status_code=503)
 
     app.include_router(portals_router)
     app.include_router(robots_router)

@@ -215,10 +215,13 @@ def sandbox(
     plan: Annotated[Plan, typer.Option(help="Bitrix24 plan whose limits are emulated")] = Plan.cloud,
     limits: Annotated[bool, typer.Option("--limits/--no-limits", help="Enforce rate and time limits")] = True,
     seed: Annotated[int, typer.Option(help="Random seed for generated data and faults")] = 0,
+    portals: Annotated[
+        int, typer.Option(min=1, max=20, help="Portals side by side on ports PORT.. sharing one OAuth server")
+    ] = 1,
 ) -> None:
     """Run a local Bitrix24 emulator for development and tests."""
     server: Any = importlib.import_module("b24bridge.sandbox.server")
-    server.run(host=host, port=port, state_path=state, plan=plan.value, limits=limits, seed=seed)
+    server.run(host=host, port=port, state_path=state, plan=plan.value, limits=limits, seed=seed, portals=portals)
 
 
 # --- read-only views: the database alone, no migrations -----------------------------------------------------------

@@ -59,9 +59,10 @@ def sqlalchemy_url(url: str) -> str:
     return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql+psycopg://", url)
 
 
+POOL_TIMEOUT = 5.0
 # How long the job engine waits for a pooled connection. Its default (30 s) is what a stopping worker waited when
 # the database had gone away, so a shutdown during an outage took half a minute.
-JOB_POOL_TIMEOUT = 5.0
+JOB_POOL_TIMEOUT = POOL_TIMEOUT
 
 
 def procrastinate_app(conninfo: str, **kwargs: Any) -> procrastinate.App:
@@ -302,6 +303,9 @@ class Database:
             open=False,
             check=AsyncConnectionPool.check_connection,
             name="b24bridge",
+            # A request waiting for a connection while the database is down gets its 503 within seconds, not after
+            # the pool's default half minute (a portal's robot call gives up after ten).
+            timeout=POOL_TIMEOUT,
         )
         await self._pool.open(wait=False)
 

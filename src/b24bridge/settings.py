@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, PostgresDsn, SecretStr, ValidationError, field_validator
+from pydantic import Field, PostgresDsn, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "B24BRIDGE_"
@@ -16,6 +18,13 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Close to the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h...), with one more early step and
 # capped so the whole ladder spans about a day: a portal can be unreachable for hours.
 DEFAULT_RETRY_SCHEDULE = "5s,30s,5m,30m,2h,5h,8h,8h"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_durations(text: str) -> tuple[float, ...]:
@@ -64,7 +73,9 @@ class Settings(BaseSettings):
     log_format: LogFormat = "auto"
     public_url: str | None = None
     environment: Environment = "development"
-    worker_concurrency: int = Field(default=4, ge=1)
+    # A robot job spends nearly all its time waiting on the portal's limits, which costs nothing in asyncio, and
+    # only jobs waiting at the same time can share a batch: see the README ("Worker concurrency") for the figures.
+    worker_concurrency: int = Field(default=100, ge=1)
     # Run a job worker inside ``serve``; a scaled deployment turns this off and runs ``b24bridge worker``.
     worker_in_process: bool = True
     # The Bitrix24 application b24bridge is: its OAuth credentials and the OAuth server that issues tokens.
@@ -83,6 +94,34 @@ class Settings(BaseSettings):
     def _durations(cls, value: str) -> str:
         parse_durations(value)
         return value
+
+    @field_validator("public_url", "oauth_server")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("not an http(s) URL")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ValueError("plain http is only for loopback addresses")
+        return value.strip().rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+            raise ValueError("not a Redis URL")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _production_is_https(self) -> Settings:
+        if self.environment == "production" and self.public_url and not self.public_url.startswith("https://"):
+            raise ValueError("public_url: production needs an https:// URL (Bitrix24 calls it from the Internet)")
+        return self
 
     @property
     def retry_delays(self) -> tuple[float, ...]:
@@ -105,12 +144,13 @@ _ALLOWED: dict[str, str] = {
     "database_url": "must be a PostgreSQL URL like postgresql://user:password@host:5432/dbname, "
     "or unset to use the embedded database",
     "data_dir": "must be a directory path",
-    "redis_url": "must be a Redis URL like redis://host:6379/0",
+    "redis_url": "must be a Redis URL like redis://host:6379/0 (or rediss://, unix://)",
     "host": "must be a host name or IP address to listen on",
     "port": "must be an integer between 1 and 65535",
     "log_level": "must be one of DEBUG, INFO, WARNING, ERROR",
     "log_format": "must be one of auto, json, console",
-    "public_url": "must be the externally reachable https:// URL of this service",
+    "public_url": "must be the externally reachable https:// URL of this service "
+    "(plain http only on loopback, for the sandbox)",
     "environment": "must be one of development, production",
     "worker_concurrency": "must be an integer of at least 1",
     "worker_in_process": "must be true or false",
@@ -118,7 +158,8 @@ _ALLOWED: dict[str, str] = {
     "retry_schedule": "must be durations separated by commas, like 5s,30s,5m,30m,2h (units ms, s, m, h, d)",
     "app_client_id": "must be the application's client_id from the Bitrix24 developer resources",
     "app_client_secret": "must be the application's client_secret",
-    "oauth_server": "must be the OAuth server URL, https://oauth.bitrix.info unless you run the sandbox",
+    "oauth_server": "must be the OAuth server's https URL, https://oauth.bitrix.info unless you run the sandbox "
+    "(plain http only on loopback)",
     "encryption_keys": "must be kid:key pairs separated by commas, each key 32 bytes in url-safe base64",
 }
 
@@ -138,8 +179,12 @@ def describe_validation_error(exc: ValidationError) -> list[str]:
     problems: list[str] = []
     seen: set[str] = set()
     for error in exc.errors():
-        loc = error.get("loc") or ("?",)
-        field = str(loc[0])
+        if not error.get("loc"):
+            # A rule across settings (model validator) says "field: what is wrong" itself.
+            field, _, text = str(error.get("msg", "")).removeprefix("Value error, ").partition(": ")
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {text}")
+            continue
+        field = str(error["loc"][0])
         if field in seen:
             # A union type (``X | None``) reports one error per member; one line is enough.
             continue

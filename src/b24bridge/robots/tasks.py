@@ -20,7 +20,9 @@ import datetime as dt
 from typing import Any, cast
 
 import procrastinate
+import psycopg
 from psycopg import AsyncConnection
+from psycopg_pool import PoolTimeout
 
 from b24bridge.observability import get_logger
 
@@ -46,6 +48,8 @@ WORKER_DEFAULTS: dict[str, float] = {
     "shutdown_graceful_timeout": 5.0,
 }
 STALLED_AFTER = 10.0
+# A run interrupted by the database going away tries again after this long.
+DATABASE_PAUSE = 2.0
 
 
 class _AsTheRunSays(procrastinate.BaseRetryStrategy):
@@ -71,6 +75,11 @@ async def run(context: procrastinate.JobContext, run_id: int) -> None:
     runner = cast(RobotRunner, context.additional_context[RUNNER])
     try:
         await runner.execute(run_id)
+    except (psycopg.Error, PoolTimeout, procrastinate.exceptions.ConnectorException) as exc:
+        # The run log could not be written (the database went away mid-run): run again once it is back. The re-run
+        # finds what this attempt did (ORIGIN_ID, an answer the workflow already has is ignored), nothing twice.
+        log.warning("robots.run_database_error", run_id=run_id, error=type(exc).__name__)
+        raise RetryRun(f"database unavailable ({type(exc).__name__})", pause=DATABASE_PAUSE) from None
     except asyncio.CancelledError:
         # Cut short by the worker's shutdown: back to the queue. The re-run finds what this attempt wrote
         # (ORIGIN_ID), so nothing is done twice.
