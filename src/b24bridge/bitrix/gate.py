@@ -75,8 +75,15 @@ class Gate:
             cost: float | None = float(operating) - previous
         else:
             cost = float(timing["processing"]) if timing.get("processing") is not None else None
+        finish = timing.get("finish")
         await self.limiter.record_operating(
-            self.key, method, float(operating), float(reset_at) if reset_at is not None else None, cost
+            self.key,
+            method,
+            float(operating),
+            float(reset_at) if reset_at is not None else None,
+            cost,
+            float(finish) if finish is not None else None,
+            cost_is_step=previous is not None,
         )
         metrics.OPERATING.labels(self.key, method).set(float(operating))
 

@@ -56,10 +56,19 @@ class Limiter(Protocol):
         ...
 
     async def record_operating(
-        self, portal: str, method: str, operating: float, reset_at: float | None, cost: float | None = None
+        self,
+        portal: str,
+        method: str,
+        operating: float,
+        reset_at: float | None,
+        cost: float | None = None,
+        at: float | None = None,
+        cost_is_step: bool = True,
     ) -> None:
-        """What the portal reported in ``time.operating`` / ``operating_reset_at`` for ``method``, and what one
-        call of it cost when that is known (see ``Portal._note_operating``)."""
+        """What the portal reported in ``time.operating`` / ``operating_reset_at`` for ``method`` at its time
+        ``at`` (``time.finish``), and what one call of it cost when that is known (see ``Gate.note_operating``):
+        measured as the step between two commands of a batch, or (``cost_is_step=False``) a lone call's own
+        ``processing`` time, which only seeds the estimate."""
         ...
 
     async def method_blocked(self, portal: str, method: str) -> None:
@@ -97,6 +106,9 @@ class _Operating:
     avg_cost: float = 0.0
     # Until one call of the method has come back we know nothing of its cost: that call goes alone.
     probed: bool = False
+    # The portal's time of the report ``used`` comes from: answers of concurrent requests arrive in any order,
+    # and an older report would make the budget look emptier than it is.
+    seen: float = 0.0
 
     def _projected(self) -> float:
         return self.used + self.in_flight * self.avg_cost
@@ -167,13 +179,26 @@ class MemoryLimiter:
         return self.state_of(portal, method).allowance(self.now(), limits.operating_limit)
 
     async def record_operating(
-        self, portal: str, method: str, operating: float, reset_at: float | None, cost: float | None = None
+        self,
+        portal: str,
+        method: str,
+        operating: float,
+        reset_at: float | None,
+        cost: float | None = None,
+        at: float | None = None,
+        cost_is_step: bool = True,
     ) -> None:
         op = self.state_of(portal, method)
         # The cost is measured by the caller, never derived from two reports here: other processes' calls land
-        # between our reports and would count as ours.
-        if cost is not None and cost > 0:
+        # between our reports and would count as ours. A lone call's ``processing`` time seeds the estimate only:
+        # a portal may charge more than it reports there (the sandbox's simulated costs do), while the step
+        # between two commands of one batch is exactly what the budget grew by.
+        if cost is not None and cost > 0 and (cost_is_step or op.avg_cost == 0):
             op.avg_cost = cost if op.avg_cost == 0 else 0.8 * op.avg_cost + 0.2 * cost
+        if at is not None:
+            if at < op.seen:
+                return  # a newer report is already known
+            op.seen = at
         op.used = operating
         op.reset_at = reset_at
 

@@ -98,20 +98,30 @@ class RedisLimiter:
 
     async def _sync(self, portal: str, method: str) -> None:
         """Adopt the newest shared report of this method's budget."""
-        shared = await self.redis.hmget(self._method(portal, method), ["used", "reset_at", "blocked_until"])
+        fields = ["used", "reset_at", "blocked_until", "seen"]
+        shared = await self.redis.hmget(self._method(portal, method), fields)
         local = self._local.state_of(portal, method)
-        if shared[0] is not None:
+        if shared[0] is not None and float(shared[3] or 0) >= local.seen:
             local.used = float(shared[0])
             local.reset_at = float(shared[1]) if shared[1] not in (None, b"", "") else None
+            local.seen = float(shared[3] or 0)
         if shared[2] is not None:
             local.blocked_until = max(local.blocked_until, float(shared[2]))
 
     async def record_operating(
-        self, portal: str, method: str, operating: float, reset_at: float | None, cost: float | None = None
+        self,
+        portal: str,
+        method: str,
+        operating: float,
+        reset_at: float | None,
+        cost: float | None = None,
+        at: float | None = None,
+        cost_is_step: bool = True,
     ) -> None:
-        await self._local.record_operating(portal, method, operating, reset_at, cost)
+        await self._local.record_operating(portal, method, operating, reset_at, cost, at, cost_is_step)
+        seen = at if at is not None else time.time()
         await self._record(
-            keys=[self._method(portal, method)], args=[operating, "" if reset_at is None else reset_at, time.time()]
+            keys=[self._method(portal, method)], args=[operating, "" if reset_at is None else reset_at, seen]
         )
 
     async def method_blocked(self, portal: str, method: str) -> None:
