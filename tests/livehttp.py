@@ -56,13 +56,18 @@ def serve_many(start: Callable[..., S]) -> Iterator[Callable[..., S]]:
 
 
 class LiveServer:
-    """Serve ``app`` on 127.0.0.1 at a free port until ``stop()``."""
+    """Serve ``app`` on 127.0.0.1 at a free port until ``stop()``.
 
-    def __init__(self, app_factory: Callable[[int], ASGIApp]) -> None:
+    ``options`` go to ``uvicorn.Config``; they are read after ``app_factory`` ran, so the factory may fill them in
+    from what it learnt (the settings it built for the port).
+    """
+
+    def __init__(self, app_factory: Callable[[int], ASGIApp], options: dict[str, Any] | None = None) -> None:
         self._sock = free_socket()
         self.port: int = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app_factory(self.port), log_level="warning", access_log=False, lifespan="on")
+        app = app_factory(self.port)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **(options or {}))
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()

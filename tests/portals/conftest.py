@@ -12,9 +12,10 @@ import httpx
 import psycopg
 import pytest
 
-from b24bridge.app import create_app
+from b24bridge.app import create_service
 from b24bridge.composition import Services, open_services
 from b24bridge.portals import crypto
+from b24bridge.server import server_options
 from b24bridge.settings import Settings
 from tests.livehttp import LiveServer, serve, serve_many
 from tests.sandbox.conftest import LiveSandbox
@@ -74,6 +75,8 @@ class Bridge:
         return Settings(**{**values, **overrides})
 
     def start(self) -> Self:
+        options: dict[str, Any] = {}
+
         def factory(port: int) -> Any:
             base = f"http://127.0.0.1:{port}"
             self.app = self.sandbox.control(
@@ -87,9 +90,12 @@ class Bridge:
                     **self.app_options,
                 },
             )
-            return create_app(self.settings(port))
+            settings = self.settings(port)
+            options.update(server_options(settings.body_read_timeout))
+            return create_service(settings)
 
-        self.server = LiveServer(factory)
+        # The stack `serve` runs: the app behind the door, on the same server options.
+        self.server = LiveServer(factory, options)
         self.public_url = self.server.base_url
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
         return self

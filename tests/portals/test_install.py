@@ -115,7 +115,12 @@ def test_install_page_in_frame(bridge_factory: Any) -> None:
     for secret in (call["payload"]["AUTH_ID"], call["payload"]["REFRESH_ID"], call["payload"]["APPLICATION_TOKEN"]):
         assert secret not in dump_text(bridge.database_url)
     answer = bridge.http.post("/install/page?DOMAIN=x.example.com", data={"AUTH_ID": "a"})
-    assert answer.status_code == 400 and "REFRESH_ID" in answer.text
+    assert answer.status_code == 400 and "REFRESH_ID" in answer.json()["error"]
+    # The administrator's browser in the frame gets a page instead.
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    page = bridge.http.post("/install/page?DOMAIN=x.example.com", data={"AUTH_ID": "a"}, headers=html)
+    assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
+    assert "REFRESH_ID" in page.text
 
 
 def test_cli_lists_and_shows_portals_without_secrets(bridge: Bridge) -> None:

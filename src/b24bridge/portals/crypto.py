@@ -129,12 +129,11 @@ class Keyring:
         """Constant-time comparison against a MAC made by any configured key."""
         kid, sep, digest = stored.partition(":")
         key = self._derived(kid, purpose) if sep else None
-        if key is None:
-            # Still spend the time of a comparison, so an unknown key id is not distinguishable by timing.
-            hmac.compare_digest("0" * 64, digest)
-            return False
-        expected = hmac.new(key, data.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected.encode(), digest.encode())
+        # An unknown key id (and the placeholder of "no such portal") still costs a derivation and a MAC, so
+        # timing does not tell it from a wrong token.
+        expected = hmac.new(key or self._derived(self.current_kid, purpose) or b"", data.encode(), hashlib.sha256)
+        matched = hmac.compare_digest(expected.hexdigest().encode(), digest.encode())
+        return matched and key is not None
 
 
 def _key_file(settings: Settings) -> str:
@@ -176,21 +175,47 @@ STATE_PURPOSE = "oauth_state"
 STATE_TTL = 600.0
 
 
-def make_state(ring: Keyring, domain: str, now: float) -> str:
-    """``domain|nonce|expiry`` (base64) + ``.`` + MAC: ties the callback to the portal the flow started for."""
-    payload = _b64encode(f"{domain}|{secrets.token_urlsafe(12)}|{int(now + STATE_TTL)}".encode())
+@dataclass(frozen=True)
+class OAuthState:
+    """What a valid ``state`` says: the portal the flow started for, its one-time nonce, its expiry (epoch
+    seconds), and the digest of the secret of the browser that started it (the cookie ``/oauth/start`` set)."""
+
+    domain: str
+    nonce: str
+    expires: int
+    browser_digest: str
+
+    def started_by(self, browser_secret: str) -> bool:
+        """Whether ``browser_secret`` (the callback's cookie) is the one the flow was started with."""
+        return hmac.compare_digest(self.browser_digest, _browser_digest(browser_secret))
+
+
+def new_browser_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _browser_digest(secret: str) -> str:
+    # Only a digest travels in the state (which passes through the portal and browser history), never the secret.
+    return hashlib.sha256(f"b24bridge:oauth-browser:{secret}".encode()).hexdigest()[:32]
+
+
+def make_state(ring: Keyring, domain: str, now: float, browser_secret: str) -> str:
+    """``domain|nonce|expiry|browser`` (base64) + ``.`` + MAC: ties the callback to the portal the flow started for
+    and to the browser that started it; the nonce makes it single-use."""
+    fields = [domain, secrets.token_urlsafe(12), str(int(now + STATE_TTL)), _browser_digest(browser_secret)]
+    payload = _b64encode("|".join(fields).encode())
     return f"{payload}.{ring.mac(STATE_PURPOSE, payload)}"
 
 
-def read_state(ring: Keyring, state: str, now: float) -> str | None:
-    """The domain a valid, unexpired ``state`` was made for; None if it is forged, altered or expired."""
+def read_state(ring: Keyring, state: str, now: float) -> OAuthState | None:
+    """What a valid, unexpired ``state`` says; None if it is forged, altered or expired."""
     payload, sep, mac = state.partition(".")
     if not sep or not ring.check_mac(STATE_PURPOSE, payload, mac):
         return None
     try:
-        domain, _nonce, expires = _b64decode(payload).decode().split("|")
-        if float(expires) < now:
+        domain, nonce, expires, browser = _b64decode(payload).decode().split("|")
+        if int(expires) < now:
             return None
     except (ValueError, binascii.Error):
         return None
-    return domain
+    return OAuthState(domain, nonce, int(expires), browser)

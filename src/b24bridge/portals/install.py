@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
+from b24bridge import forms
 from b24bridge.bitrix import TokenPair
 from b24bridge.bitrix import errors as bitrix_errors
 from b24bridge.bitrix.auth import check_url
@@ -22,7 +24,17 @@ from b24bridge.bitrix.refresh import request_tokens
 from b24bridge.observability import get_logger
 
 from . import crypto, repository
-from .schemas import AppCredentials, InstallClaim, InstallError, PortalRecord, check_domain, event_claim, frame_claim
+from .guard import InstallGuard
+from .schemas import (
+    AppCredentials,
+    InstallClaim,
+    InstallError,
+    PortalRecord,
+    check_domain,
+    event_claim,
+    frame_claim,
+    portal_auth,
+)
 from .service import APP_TOKEN_PURPOSE, PortalRegistry, record_of, timestamp
 
 log = get_logger(__name__)
@@ -41,6 +53,7 @@ class Installer:
         app: AppCredentials | None,
         public_url: str | None,
         after_install: Sequence[InstallHook] = (),
+        guard: InstallGuard | None = None,
     ) -> None:
         self.pool = pool
         self.keys = keys
@@ -49,21 +62,26 @@ class Installer:
         self.app = app
         self.public_url = public_url
         self.after_install = list(after_install)
+        self.guard = guard
         self._background: set[asyncio.Task[None]] = set()
 
     # --- the three ways in --------------------------------------------------------------------------------------
 
-    async def from_event(self, form: Mapping[str, str]) -> PortalRecord:
-        """ONAPPINSTALL posted to the install handler (form with PHP brackets)."""
+    async def from_event(self, form: Mapping[str, Any], client: str | None = None) -> PortalRecord:
+        """ONAPPINSTALL posted to the install handler (the parsed form); ``client`` is the sender's address."""
         claim = event_claim(form)
-        return await self._store(claim, await self._confirm(claim))
+        return await self._store(claim, await self._confirm(claim, client))
 
-    async def from_frame(self, form: Mapping[str, str], query: Mapping[str, str]) -> PortalRecord:
+    async def from_frame(
+        self, form: Mapping[str, Any], query: Mapping[str, Any], client: str | None = None
+    ) -> PortalRecord:
         """The install page POSTed into the portal's frame (AUTH_ID, REFRESH_ID, APPLICATION_TOKEN, ...)."""
         claim = frame_claim(form, query)
-        return await self._store(claim, await self._confirm(claim))
+        return await self._store(claim, await self._confirm(claim, client))
 
-    async def from_oauth(self, code: str, domain: str, member_id: str, scope: str | None = None) -> PortalRecord:
+    async def from_oauth(
+        self, code: str, domain: str, member_id: str, scope: str | None = None, client: str | None = None
+    ) -> PortalRecord:
         """Authorization-code flow: the code is exchanged at the OAuth server, whose answer is authoritative.
 
         The code flow does not carry the ``application_token``: a stored one is kept; a new portal gets it with the
@@ -72,7 +90,7 @@ class Installer:
         """
         if not code or not member_id:
             raise InstallError("code and member_id are required")
-        pair = await self._grant({"grant_type": "authorization_code", "code": code}, member_id)
+        pair = await self._grant({"grant_type": "authorization_code", "code": code}, member_id, code, client)
         if pair.member_id and pair.member_id != member_id:
             raise InstallError("the authorisation belongs to another portal than member_id says", 401)
         claim = InstallClaim(
@@ -85,15 +103,23 @@ class Installer:
         )
         return await self._store(claim, pair)
 
-    async def uninstall(self, form: Mapping[str, str]) -> bool:
-        """ONAPPUNINSTALL: accepted only with the portal's application_token; tokens wiped, history kept."""
-        member_id = str(form.get("auth[member_id]") or "")
+    async def uninstall(self, form: Mapping[str, Any]) -> bool:
+        """ONAPPUNINSTALL: accepted only with the portal's application_token; tokens wiped, history kept.
+
+        A wrong token is refused before any row lock, by the same query and MAC check whether the member_id is
+        known or not, so the answer's timing does not tell whether a portal is installed.
+        """
+        member_id, token = portal_auth(form)
+        clean = forms.optional_text(form, "data", "CLEAN") in ("1", "Y")
+        if await self.registry.verify_application_token(member_id or "", token or "") is None:
+            return False
+        assert member_id is not None and token is not None  # verified above
         async with self.pool.connection() as conn, conn.transaction():
             row = await repository.get(conn, member_id, lock=True)
-            if not self.registry.token_matches(row, str(form.get("auth[application_token]") or "")) or row is None:
+            # Checked again under the lock: a reinstallation in between brings another token.
+            if row is None or not self.registry.token_matches(row, token):
                 return False
             await repository.mark_uninstalled(conn, member_id)
-            clean = form.get("data[CLEAN]") in ("1", "Y")
             await repository.add_event(conn, member_id, "uninstalled", {"clean": clean, "domain": row.domain})
         self.registry.forget(member_id)
         log.info("portal uninstalled", member_id=member_id, domain=row.domain)
@@ -101,22 +127,30 @@ class Installer:
 
     # --- confirming and storing ---------------------------------------------------------------------------------
 
-    async def _grant(self, params: dict[str, str], member_id: str) -> TokenPair:
-        """One grant at the OAuth server; errors carry the server's code, never our secrets."""
+    async def _grant(self, params: dict[str, str], member_id: str, secret: str, client: str | None) -> TokenPair:
+        """One grant at the OAuth server, within the guard's allowance; errors carry the server's code, never our
+        secrets. ``secret`` is what the caller handed us to prove itself (the refresh token or the code)."""
         if self.app is None:
             raise InstallError("b24bridge has no application credentials (B24BRIDGE_APP_CLIENT_ID/SECRET)", 503)
+        attempt = self.guard.admit(client, member_id, secret) if self.guard else None
         query = {**params, "client_id": self.app.client_id, "client_secret": self.app.client_secret}
         try:
-            return await request_tokens(self.http, self.app.token_url, query, member_id)
+            pair = await request_tokens(self.http, self.app.token_url, query, member_id)
         except bitrix_errors.AuthLostError as exc:
+            if self.guard and attempt:
+                self.guard.refused(attempt)
             reason = exc.code or exc.status
             raise InstallError(f"the OAuth server refused the authorisation ({reason})", 401) from None
         except bitrix_errors.BitrixError as exc:
             raise InstallError(f"OAuth server gave no usable answer ({exc.args[0]})", 503) from None
+        if self.guard and attempt:
+            self.guard.confirmed(attempt)
+        return pair
 
-    async def _confirm(self, claim: InstallClaim) -> TokenPair:
+    async def _confirm(self, claim: InstallClaim, client: str | None) -> TokenPair:
         """Exchange the claimed refresh token: proves the tokens are ours and says which portal they belong to."""
-        pair = await self._grant({"grant_type": "refresh_token", "refresh_token": claim.refresh_token}, claim.member_id)
+        params = {"grant_type": "refresh_token", "refresh_token": claim.refresh_token}
+        pair = await self._grant(params, claim.member_id, claim.refresh_token, client)
         if pair.member_id and pair.member_id != claim.member_id:
             raise InstallError("the tokens belong to another portal than member_id says", 401)
         return pair

@@ -63,6 +63,20 @@ async def get(conn: Conn, member_id: str, *, lock: bool = False) -> PortalRow | 
     return PortalRow(**row) if row else None
 
 
+_GET_FOR_CHECK = "SELECT {} FROM (VALUES (1)) AS one LEFT JOIN portals p ON p.member_id = %s".format(
+    ", ".join(f"p.{name.strip()}" for name in _COLUMNS.split(","))
+)
+
+
+async def get_for_check(conn: Conn, member_id: str) -> PortalRow | None:
+    """:func:`get` as a token check needs it: the database answers one row either way (NULLs for an unknown
+    member_id), so "no such portal" costs what "this portal, wrong token" does and timing tells neither apart."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_GET_FOR_CHECK, (member_id,))
+        row = await cur.fetchone()
+    return PortalRow(**row) if row and row["member_id"] is not None else None
+
+
 async def list_all(conn: Conn, status: str | None = None) -> list[PortalRow]:
     async with conn.cursor(row_factory=dict_row) as cur:
         if status is None:
@@ -168,3 +182,14 @@ async def events(conn: Conn, member_id: str, limit: int = 20) -> list[dict[str, 
             (member_id, limit),
         )
         return list(await cur.fetchall())
+
+
+async def use_oauth_state(conn: Conn, nonce: str, expires_at: datetime) -> bool:
+    """Mark an OAuth state's nonce as used; False if it already was. Expired marks are dropped on the way (a state
+    past its expiry is refused before it gets here, so its mark is no longer needed)."""
+    await conn.execute("DELETE FROM oauth_states WHERE expires_at < now()")
+    cur = await conn.execute(
+        "INSERT INTO oauth_states (nonce, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (nonce, expires_at),
+    )
+    return await cur.fetchone() is not None

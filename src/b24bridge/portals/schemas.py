@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from b24bridge import forms
 from b24bridge.bitrix import Limits
 from b24bridge.bitrix.errors import AuthLostError
+
+# A portal's member_id is 32 hex digits on the cloud; letters, digits and ``._-`` up to 64 leave room for others
+# and keep whatever is looked up or stored short and printable.
+_MEMBER_ID = re.compile(r"[0-9A-Za-z_.-]{1,64}")
+# Application tokens are 32 hex digits; a generous cap keeps the MAC input small.
+MAX_TOKEN_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -74,68 +83,85 @@ class InstallClaim(BaseModel):
     __str__ = __repr__
 
 
-def _missing(form: Mapping[str, str], names: list[str]) -> list[str]:
-    return [name for name in names if not str(form.get(name) or "").strip()]
+def member_id(form: Mapping[str, Any], *path: forms.PathPart, required: bool = True) -> str | None:
+    """The member_id at ``path``, checked (:class:`~b24bridge.forms.FormError` naming the field); None if absent
+    and not ``required``."""
+    value = forms.text(form, *path, max_len=64) if required else forms.optional_text(form, *path, max_len=64)
+    if value is not None and not _MEMBER_ID.fullmatch(value.strip()):
+        raise forms.FormError(f"field {forms.field_name(*path)}: not a member_id", field=forms.field_name(*path))
+    return value.strip() if value is not None else None
 
 
-def _int(value: str | None, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InstallError(f"{name} must be an integer") from None
+def portal_auth(form: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``auth[member_id]`` and ``auth[application_token]`` of an event or robot call, checked; None where absent."""
+    token = forms.optional_text(form, "auth", "application_token", max_len=MAX_TOKEN_LENGTH)
+    return member_id(form, "auth", "member_id", required=False), token
+
+
+def _missing(form: Mapping[str, Any], paths: list[tuple[str, ...]]) -> list[str]:
+    return [forms.field_name(*path) for path in paths if not (forms.optional_text(form, *path) or "").strip()]
+
+
+def _token(form: Mapping[str, Any], *path: str) -> str:
+    return forms.text(form, *path, max_len=MAX_TOKEN_LENGTH)
+
+
+# A host name or a bracketed IPv6 address, and an optional port: nothing else may end up in URLs we build.
+_DOMAIN = re.compile(r"(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def check_domain(domain: str) -> str:
     """A bare host[:port]: no scheme, path or credentials (it ends up in URLs we build)."""
     domain = domain.strip().lower()
-    parts = urlsplit(f"//{domain}")
-    if not domain or not parts.hostname or parts.path or parts.query or parts.username or "/" in domain:
+    if len(domain) > 255 or not _DOMAIN.fullmatch(domain):
         raise InstallError("domain must be a portal host name like portal.bitrix24.com")
     try:
+        parts = urlsplit(f"//{domain}")
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise InstallError("domain has an invalid port") from None
+        raise InstallError("domain has an invalid host or port") from None
+    if not parts.hostname:
+        raise InstallError("domain must be a portal host name like portal.bitrix24.com")
     return domain
 
 
-def event_claim(form: Mapping[str, str]) -> InstallClaim:
-    """ONAPPINSTALL as form fields with PHP brackets (``auth[access_token]``, ``data[VERSION]``) (REFERENCE 4.3b)."""
-    event = str(form.get("event") or "").upper()
+def event_claim(form: Mapping[str, Any]) -> InstallClaim:
+    """ONAPPINSTALL as a parsed PHP-bracket form (``auth[access_token]``, ``data[VERSION]``) (REFERENCE 4.3b)."""
+    event = (forms.optional_text(form, "event", max_len=64) or "").upper()
     if event != "ONAPPINSTALL":
-        raise InstallError(f"expected event ONAPPINSTALL, got {event or 'no event'}")
+        raise InstallError(f"expected event ONAPPINSTALL, got {forms.shown(event) or 'no event'}")
     required = ["access_token", "refresh_token", "member_id", "domain", "application_token"]
-    missing = _missing(form, [f"auth[{name}]" for name in required])
+    missing = _missing(form, [("auth", name) for name in required])
     if missing:
         raise InstallError("missing fields: " + ", ".join(missing))
     return InstallClaim(
         via="event",
-        member_id=form["auth[member_id]"].strip(),
-        domain=check_domain(form["auth[domain]"]),
-        client_endpoint=form.get("auth[client_endpoint]") or None,
-        server_endpoint=form.get("auth[server_endpoint]") or None,
-        scope=form.get("auth[scope]") or "",
-        refresh_token=form["auth[refresh_token]"],
-        application_token=form["auth[application_token]"],
-        app_version=_int(form.get("data[VERSION]"), "data[VERSION]"),
+        member_id=str(member_id(form, "auth", "member_id")),
+        domain=check_domain(forms.text(form, "auth", "domain", max_len=255)),
+        client_endpoint=forms.optional_text(form, "auth", "client_endpoint", max_len=2048),
+        server_endpoint=forms.optional_text(form, "auth", "server_endpoint", max_len=2048),
+        scope=forms.optional_text(form, "auth", "scope") or "",
+        refresh_token=_token(form, "auth", "refresh_token"),
+        application_token=_token(form, "auth", "application_token"),
+        app_version=forms.optional_integer(form, "data", "VERSION", lo=0, hi=2**31 - 1),
     )
 
 
-def frame_claim(form: Mapping[str, str], query: Mapping[str, str]) -> InstallClaim:
+def frame_claim(form: Mapping[str, Any], query: Mapping[str, Any]) -> InstallClaim:
     """The install page opened in the portal's frame: DOMAIN/PROTOCOL in the query, the rest in the body (4.3a)."""
-    missing = _missing(form, ["AUTH_ID", "REFRESH_ID", "member_id"]) + _missing(query, ["DOMAIN"])
+    missing = _missing(form, [("AUTH_ID",), ("REFRESH_ID",), ("member_id",)]) + _missing(query, [("DOMAIN",)])
     if missing:
         raise InstallError("missing fields: " + ", ".join(missing))
-    domain = check_domain(query["DOMAIN"])
-    scheme = "http" if query.get("PROTOCOL") == "0" else "https"
+    domain = check_domain(forms.text(query, "DOMAIN", max_len=255))
+    scheme = "http" if forms.optional_text(query, "PROTOCOL", max_len=8) == "0" else "https"
+    application_token = forms.optional_text(form, "APPLICATION_TOKEN", max_len=MAX_TOKEN_LENGTH)
     return InstallClaim(
         via="frame",
-        member_id=form["member_id"].strip(),
+        member_id=str(member_id(form, "member_id")),
         domain=domain,
         client_endpoint=f"{scheme}://{domain}/rest/",
-        server_endpoint=form.get("SERVER_ENDPOINT") or None,
-        scope=form.get("APPLICATION_SCOPE") or "",
-        refresh_token=form["REFRESH_ID"],
-        application_token=form.get("APPLICATION_TOKEN") or None,
+        server_endpoint=forms.optional_text(form, "SERVER_ENDPOINT", max_len=2048),
+        scope=forms.optional_text(form, "APPLICATION_SCOPE") or "",
+        refresh_token=_token(form, "REFRESH_ID"),
+        application_token=application_token,
     )

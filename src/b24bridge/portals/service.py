@@ -65,6 +65,17 @@ class PortalRegistry:
         async with self.pool.connection() as conn:
             return [record_of(row) for row in await repository.list_all(conn, status)]
 
+    async def find(self, name: str) -> PortalRecord | None:
+        """An installed portal by member_id or domain (how a route file names it)."""
+        record = await self.get(name)
+        if record is not None:
+            return record
+        domain = name.strip().lower()
+        for candidate in await self.list_portals():
+            if candidate.domain.lower() == domain:
+                return candidate
+        return None
+
     def token_matches(self, row: repository.PortalRow | None, application_token: str) -> bool:
         """Constant-time: "no such portal" and "wrong token" do the same work."""
         stored = row.application_token_hash if row else None
@@ -72,9 +83,10 @@ class PortalRegistry:
         return matched and stored is not None and bool(application_token)
 
     async def verify_application_token(self, member_id: str, application_token: str) -> PortalRecord | None:
-        """The active portal ``member_id`` if ``application_token`` is the one it gave us, else None."""
+        """The active portal ``member_id`` if ``application_token`` is the one it gave us, else None; the same work
+        whether the portal exists or not."""
         async with self.pool.connection() as conn:
-            row = await repository.get(conn, member_id)
+            row = await repository.get_for_check(conn, member_id)
         if not self.token_matches(row, application_token) or row is None or row.status != "active":
             return None
         return record_of(row)
