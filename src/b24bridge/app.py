@@ -9,13 +9,18 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from b24bridge import __version__
+from b24bridge.bodylimit import ASGIApp, BodyLimit
+from b24bridge.bridge.endpoints import router as bridge_router
 from b24bridge.composition import open_services
 from b24bridge.db import Database, DatabaseUnavailable
+from b24bridge.forms import FormError
 from b24bridge.jobs import SupervisedWorker
 from b24bridge.observability import get_logger, metrics_app, redact_text
 from b24bridge.portals.endpoints import router as portals_router
@@ -23,6 +28,15 @@ from b24bridge.robots.endpoints import router as robots_router
 from b24bridge.settings import Settings
 
 log = get_logger(__name__)
+
+
+def create_service(settings: Settings, database: Database | None = None) -> ASGIApp:
+    """What ``serve`` runs and the tests serve: the app behind the door (body caps, read deadline, JSON 500s).
+
+    The door is outermost so that nothing, Starlette's own error handling included, runs before a body over its
+    cap is refused, and so that its JSON 500 replaces Starlette's plain-text one (docs/security.md).
+    """
+    return BodyLimit(create_app(settings, database), read_timeout=settings.body_read_timeout)
 
 
 def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
@@ -73,8 +87,25 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         log.warning("request refused: database unavailable", path=request.url.path, error=type(exc).__name__)
         return JSONResponse({"error": "the database is unavailable; nothing was stored"}, status_code=503)
 
+    # Every 4xx is a JSON error naming what was wrong (docs/security.md), the framework's own ones included.
+    @app.exception_handler(FormError)
+    async def form_refused(request: Request, exc: FormError) -> JSONResponse:
+        log.info("request refused: malformed form", path=request.url.path, field=exc.field, status=exc.status)
+        return JSONResponse(exc.payload(), status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        [first, *_] = exc.errors() or [{"loc": ("request",), "msg": "invalid"}]
+        field = ".".join(str(part) for part in first["loc"][1:]) or str(first["loc"][0])
+        return JSONResponse({"error": f"field {field}: {first['msg']}", "field": field}, status_code=400)
+
     app.include_router(portals_router)
     app.include_router(robots_router)
+    app.include_router(bridge_router)
     # A plain route (not a Mount) so that ``/metrics`` answers without a redirect to ``/metrics/``.
     app.router.routes.append(Route("/metrics", endpoint=metrics_app(), include_in_schema=False))
     return app

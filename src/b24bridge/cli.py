@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import errno
 import importlib
 import signal
@@ -73,6 +74,17 @@ def _encryption_keys(settings: Settings) -> None:
         _fail(str(exc))
 
 
+def _routes(settings: Settings) -> Any:
+    # A bad route file stops start-up with every problem, one line each, naming file, line and field.
+    from b24bridge.bridge.routes import RoutesError
+    from b24bridge.composition import route_file
+
+    try:
+        return route_file(settings)
+    except RoutesError as exc:
+        _fail(str(exc))
+
+
 def _run(job: Coroutine[Any, Any, T]) -> T:
     """Run ``job`` to completion; what the environment refused becomes one line and exit code 3."""
     from b24bridge.composition import SchemaOutdated
@@ -107,7 +119,10 @@ async def _reachable_database(settings: Settings) -> AsyncIterator[Any]:
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, taken before anything else starts: a port in use fails fast and touches nothing."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelt out: asyncio turns Nagle off (TCP_NODELAY) only on connections whose socket says so, and
+    # accepted connections inherit it. With proto 0 every answer on a kept-alive connection waited ~40 ms for the
+    # client's delayed ACK (/healthz: 1,430 req/s instead of thousands).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -133,17 +148,20 @@ def serve(
         overrides["port"] = port
     settings = _settings(**overrides)
     _encryption_keys(settings)
+    _routes(settings)
     sock = _bind(settings.host, settings.port)
 
     import uvicorn
 
-    from b24bridge.app import create_app
+    from b24bridge.app import create_service
+    from b24bridge.server import server_options
 
     async def run() -> None:
         async with _reachable_database(settings) as database:
             # log_config=None keeps uvicorn from replacing our handlers, so its logs are redacted JSON too.
             config = uvicorn.Config(
-                create_app(settings, database),
+                create_service(settings, database),
+                **server_options(settings.body_read_timeout),
                 log_config=None,
                 proxy_headers=True,
                 forwarded_allow_ips="127.0.0.1",
@@ -169,6 +187,7 @@ def worker(
     overrides: dict[str, Any] = {} if concurrency is None else {"worker_concurrency": concurrency}
     settings = _settings(**overrides)
     _encryption_keys(settings)
+    _routes(settings)
 
     from b24bridge.composition import open_services
 
@@ -290,14 +309,15 @@ def runs_list(
 ) -> None:
     """List robot runs, newest first."""
     from b24bridge.runs import views
-    from b24bridge.runs.schemas import STATUSES
+    from b24bridge.runs.schemas import STATUSES, RunFilter
     from b24bridge.runs.service import RunLog
 
     if status is not None and status not in STATUSES:
         _fail(f"--status must be one of {', '.join(STATUSES)}")
 
     async def read(database: Any) -> Any:
-        return views.runs_table(await RunLog(database.pool).list_runs(portal, status, limit))
+        where = RunFilter(member_id=portal, status=status)
+        return views.runs_table(await RunLog(database.pool).list_runs(where, limit))
 
     Console().print(_read(read))
 
@@ -318,11 +338,85 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="The run's id")]) -> No
 @runs_app.command("answer")
 def runs_answer(run_ids: Annotated[list[int], typer.Argument(help="Ids of dead runs")]) -> None:
     """Answer dead robot runs again: each workflow gets the run's result (or its error) by a new job."""
-    revived = _with_services(lambda services: services.robot_intake.answer_again(run_ids))
+    revived = _with_services(lambda services: services.replay(run_ids))
     skipped = sorted(set(run_ids) - set(revived))
     typer.echo(f"queued again: {', '.join(map(str, revived)) or 'none'}")
     if skipped:
         _fail(f"not dead (left alone): {', '.join(map(str, skipped))}", 1)
+
+
+@runs_app.command("replay")
+def runs_replay(
+    run_ids: Annotated[list[int] | None, typer.Argument(help="Ids of dead runs")] = None,
+    status: Annotated[str | None, typer.Option(help="Every run in this status: dead")] = None,
+    route: Annotated[str | None, typer.Option(help="Only runs of this route")] = None,
+    portal: Annotated[str | None, typer.Option(help="Only runs of this portal (member_id or domain key)")] = None,
+    since: Annotated[
+        datetime.datetime | None, typer.Option(help="Only runs created since (e.g. 2026-11-26 or 2026-11-26T10:00)")
+    ] = None,
+) -> None:
+    """Take dead runs back in: robot runs are answered again, bridge runs delivered again (safe to repeat: only
+    dead runs are taken, and a delivery finds what an earlier attempt wrote)."""
+    from rich.progress import Progress
+
+    from b24bridge.runs.schemas import RunFilter
+
+    if bool(run_ids) == (status is not None):
+        _fail("give run ids, or --status dead (with --route, --portal, --since to narrow it)")
+    if status is not None and status != "dead":
+        _fail("--status: only dead runs can be replayed")
+
+    async def use(services: Any) -> tuple[list[int], list[int]]:
+        wanted = list(run_ids or [])
+        if not wanted:
+            when = since.astimezone() if since is not None else None
+            where = RunFilter(member_id=portal, status="dead", route=route, since=when)
+            wanted = [run.id for run in await services.runs.list_runs(where, limit=1_000_000)]
+        replayed: list[int] = []
+        with Progress(console=err, transient=True) as progress:
+            bar = progress.add_task("replaying", total=len(wanted))
+            for start in range(0, len(wanted), 100):
+                chunk = wanted[start : start + 100]
+                replayed += await services.replay(chunk)
+                progress.advance(bar, len(chunk))
+        return wanted, replayed
+
+    wanted, replayed = _with_services(use)
+    typer.echo(f"replayed {len(replayed)} of {len(wanted)} run(s): {', '.join(map(str, replayed)) or 'none'}")
+    skipped = sorted(set(wanted) - set(replayed))
+    if skipped:
+        _fail(f"not dead (left alone): {', '.join(map(str, skipped))}", 1)
+
+
+# --- the bridge's routes ----------------------------------------------------------------------------------------
+
+routes_app = typer.Typer(help="The bridge's routes (B24BRIDGE_ROUTES).", no_args_is_help=True)
+app.add_typer(routes_app, name="routes")
+
+
+@routes_app.command("check")
+def routes_check() -> None:
+    """Check the route file against both portals' real field and stage lists; print the hook URLs."""
+    from b24bridge.bridge import views
+    from b24bridge.bridge.check import check_routes, fetch_schema
+
+    async def use(services: Any) -> tuple[list[str], Any]:
+        schemas, problems = {}, []
+        for name, ref in services.routes.portals.items():
+            try:
+                endpoint = await services.bridge_connections.open(ref)
+                schemas[name] = await fetch_schema(endpoint.portal)
+            except Exception as exc:  # a portal that cannot be reached is a finding, not a crash
+                problems.append(f"{services.routes.path}:{ref.line}: portals.{name}: cannot read its fields ({exc})")
+        return problems + check_routes(services.routes, schemas), services
+
+    problems, services = _with_services(use)
+    Console().print(views.hooks_table(services.routes, services.settings.public_url or "", services.keys))
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{len(services.routes.routes)} route(s) OK")
 
 
 # --- robots: talk to portals, so the full service (without migrations) ---------------------------------------------
@@ -334,6 +428,7 @@ app.add_typer(robots_app, name="robots")
 def _with_services(use: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     settings = _settings()
     _encryption_keys(settings)
+    _routes(settings)
 
     from b24bridge.composition import open_services
 

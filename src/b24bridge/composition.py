@@ -24,10 +24,22 @@ from redis.asyncio import Redis
 from b24bridge import jobs, migrations
 from b24bridge.bitrix import BatchSettings, BitrixClient
 from b24bridge.bitrix.redis_state import RedisLimiter, RedisRefreshLock
+from b24bridge.bridge import tasks as bridge_tasks
+from b24bridge.bridge.connections import Connections
+from b24bridge.bridge.dedupe import Dedupe
+from b24bridge.bridge.delivery import Deliverer
+from b24bridge.bridge.intake import BridgeIntake, deal_lock
+from b24bridge.bridge.robot import BRIDGE_ROBOT
+from b24bridge.bridge.route_model import RouteFile
+from b24bridge.bridge.routes import load_routes
+from b24bridge.bridge.runner import BridgeRunner
+from b24bridge.bridge.status import StatusBackRunner
+from b24bridge.bridge.users import UserDirectory
 from b24bridge.db import Database
 from b24bridge.portals import crypto
+from b24bridge.portals.guard import InstallGuard
 from b24bridge.portals.install import Installer
-from b24bridge.portals.oauth import OAuthFlow
+from b24bridge.portals.oauth import OAuthFlow, PortalDomains
 from b24bridge.portals.schemas import AppCredentials
 from b24bridge.portals.service import PortalRegistry
 from b24bridge.robots import tasks as robot_tasks
@@ -37,7 +49,7 @@ from b24bridge.robots.runner import RobotRunner
 from b24bridge.robots.sync import RobotSync
 from b24bridge.runs.schemas import RetrySchedule
 from b24bridge.runs.service import RunLog
-from b24bridge.settings import Settings
+from b24bridge.settings import Settings, parse_rate
 
 
 class SchemaOutdated(Exception):
@@ -59,6 +71,10 @@ class Services:
     robot_intake: RobotIntake
     robot_runner: RobotRunner
     robot_sync: RobotSync
+    routes: RouteFile
+    bridge_connections: Connections
+    bridge_intake: BridgeIntake
+    bridge_runner: BridgeRunner
 
     def web_state(self) -> dict[str, Any]:
         """What HTTP handlers may depend on, by the names their ``endpoints`` modules read."""
@@ -68,11 +84,26 @@ class Services:
             "installer": self.installer,
             "oauth_flow": self.oauth,
             "robot_intake": self.robot_intake,
+            "bridge_intake": self.bridge_intake,
         }
 
     def job_context(self) -> dict[str, Any]:
         """What jobs may depend on, by the keys their ``tasks`` modules read."""
-        return {robot_tasks.RUNNER: self.robot_runner}
+        return {robot_tasks.RUNNER: self.robot_runner, bridge_tasks.RUNNER: self.bridge_runner}
+
+    async def replay(self, run_ids: list[int]) -> list[int]:
+        """Take dead runs back in (robots: answered again; the bridge: delivered again), each with a new job in the
+        same transaction; the ids that were dead, others are left alone. Safe by construction: only a dead run is
+        revived, and a delivery finds what an earlier attempt wrote (the id map, ORIGIN_ID)."""
+        async with self.database.pool.connection() as conn, conn.transaction():
+            revived = await self.runs.revive(conn, run_ids)
+            for run in revived:
+                if run.kind == "bridge":
+                    lock = deal_lock(run.member_id, int(run.inputs.get("deal_id") or 0))
+                    await bridge_tasks.defer_run(self.job_app, conn, run.id, lock=lock)
+                else:
+                    await robot_tasks.defer_run(self.job_app, conn, run.id)
+        return [run.id for run in revived]
 
     def worker(self, name: str, concurrency: int | None = None) -> jobs.SupervisedWorker:
         return jobs.SupervisedWorker(
@@ -83,10 +114,27 @@ class Services:
         )
 
 
+def route_file(settings: Settings) -> RouteFile:
+    """The bridge's routes: none when the file is absent at the default place; raises ``RoutesError`` (every problem,
+    one line each, naming file and line) for a bad one, so a bad file stops start-up."""
+    if not settings.routes.exists() and "routes" not in settings.model_fields_set:
+        return RouteFile(path=str(settings.routes), portals={}, routes={})
+    return load_routes(settings.routes)
+
+
 def app_credentials(settings: Settings) -> AppCredentials | None:
     if not settings.app_client_id or settings.app_client_secret is None:
         return None
     return AppCredentials(settings.app_client_id, settings.app_client_secret.get_secret_value(), settings.oauth_server)
+
+
+def install_guard(settings: Settings) -> InstallGuard:
+    return InstallGuard(parse_rate(settings.install_limit_per_address), parse_rate(settings.install_limit_per_portal))
+
+
+def portal_domains(settings: Settings) -> PortalDomains:
+    # The local sandbox is a portal on loopback, spoken to over http: development only.
+    return PortalDomains(settings.portal_domain_patterns, loopback=settings.environment == "development")
 
 
 @asynccontextmanager
@@ -124,6 +172,7 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Start what the service needs (the database unless one is given, migrations, clients) and stop it after."""
     keys = crypto.keyring(settings)
+    routes = route_file(settings)
     async with AsyncExitStack() as stack:
         database = await stack.enter_async_context(_database(settings, database))
         if migrate:
@@ -143,11 +192,23 @@ async def open_services(
 
         pool, app = database.pool, app_credentials(settings)
         robots = declared()
+        if any(route.triggers.robot for route in routes.routes.values()):
+            robots[BRIDGE_ROBOT.code] = BRIDGE_ROBOT
         portals = PortalRegistry(pool, keys, bitrix, app)
         runs = RunLog(pool)
+        schedule = RetrySchedule(settings.retry_delays)
+        connections = Connections(portals, bitrix)
+        deliverer = Deliverer(pool, UserDirectory(), Dedupe(pool, redis, settings.bridge_dedupe_window))
         robot_sync = RobotSync(pool, portals, robots, settings.public_url)
         installer = Installer(
-            pool, keys, portals, bitrix.http, app, settings.public_url, after_install=[robot_sync.on_portal_installed]
+            pool,
+            keys,
+            portals,
+            bitrix.http,
+            app,
+            settings.public_url,
+            after_install=[robot_sync.on_portal_installed],
+            guard=install_guard(settings),
         )
         stack.push_async_callback(installer.wait_idle)
         yield Services(
@@ -159,9 +220,13 @@ async def open_services(
             keys=keys,
             portals=portals,
             installer=installer,
-            oauth=OAuthFlow(keys, app, installer),
+            oauth=OAuthFlow(pool, keys, app, installer, portal_domains(settings)),
             runs=runs,
             robot_intake=RobotIntake(pool, portals, runs, job_app, robots),
-            robot_runner=RobotRunner(portals, runs, robots, RetrySchedule(settings.retry_delays)),
+            robot_runner=RobotRunner(portals, runs, robots, schedule),
             robot_sync=robot_sync,
+            routes=routes,
+            bridge_connections=connections,
+            bridge_intake=BridgeIntake(pool, routes, portals, connections, runs, job_app, keys),
+            bridge_runner=BridgeRunner(routes, connections, deliverer, StatusBackRunner(pool), runs, schedule),
         )

@@ -4,6 +4,12 @@ procrastinate's worker stops for good when one of its side tasks fails (the LIST
 database went away, say) or when fetching a job raises. :class:`SupervisedWorker` starts it again with a growing
 pause until it runs, so a database outage delays jobs instead of ending them; ``/readyz`` reports a worker that is
 not running.
+
+A worker killed mid-run (kill -9, OOM, a lost node) leaves its jobs in ``doing`` forever as far as procrastinate is
+concerned. Workers send heartbeats (``WORKER_DEFAULTS``); ``engine:retry_stalled`` runs every few seconds in
+whichever worker is alive and hands the jobs of workers silent for longer than ``STALLED_AFTER`` back to the queue.
+The re-run is safe: it counts as a repeat, so it first looks for what the dead attempt wrote (ORIGIN_ID, the bridge's
+id map) instead of writing it again.
 """
 
 from __future__ import annotations
@@ -15,21 +21,52 @@ from typing import Any
 
 import procrastinate
 
+from b24bridge.bridge import tasks as bridge_tasks
 from b24bridge.db import Database
 from b24bridge.observability import get_logger
 from b24bridge.robots import tasks as robot_tasks
 
 log = get_logger(__name__)
 
+# Heartbeats every 2 s; a worker silent for 10 s is dead: frequent enough to re-run a killed worker's robot well
+# within a typical robot timeout, cheap enough (one UPDATE per worker every 2 s). On shutdown (SIGTERM, a deploy)
+# running jobs get a few seconds to finish; the rest are cancelled and retried, so a stopping process neither hangs
+# on jobs waiting for a portal's limits nor loses them. A job retried after a pause is not announced when it falls
+# due: workers find it by polling, every second.
+WORKER_DEFAULTS: dict[str, float] = {
+    "fetch_job_polling_interval": 1.0,
+    "update_heartbeat_interval": 2.0,
+    "stalled_worker_timeout": 10.0,
+    "shutdown_graceful_timeout": 5.0,
+}
+STALLED_AFTER = 10.0
+
 # Restart pauses after a worker stopped by itself: quick at first, at most half a minute.
 RESTART_FIRST = 0.5
 RESTART_MAX = 30.0
 
 
+async def retry_stalled(context: procrastinate.JobContext, timestamp: int) -> None:
+    manager = context.app.job_manager
+    for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER):
+        log.warning("jobs.stalled_job_retried", job_id=job.id, task=job.task_name, run_id=job.task_kwargs.get("run_id"))
+        await manager.retry_job(job)
+
+
+def _engine_blueprint() -> procrastinate.Blueprint:
+    blueprint = procrastinate.Blueprint()
+    blueprint.periodic(cron="* * * * * */5")(
+        blueprint.task(name="retry_stalled", queueing_lock="engine:retry_stalled", pass_context=True)(retry_stalled)
+    )
+    return blueprint
+
+
 def build_app(database: Database) -> procrastinate.App:
     """The App with every domain's tasks, under its namespace; opened by the caller."""
-    app = database.procrastinate_app(worker_defaults=dict(robot_tasks.WORKER_DEFAULTS))
+    app = database.procrastinate_app(worker_defaults=dict(WORKER_DEFAULTS))
+    app.add_tasks_from(_engine_blueprint(), namespace="engine")
     app.add_tasks_from(robot_tasks.build_blueprint(), namespace=robot_tasks.NAMESPACE)
+    app.add_tasks_from(bridge_tasks.build_blueprint(), namespace=bridge_tasks.NAMESPACE)
     return app
 
 

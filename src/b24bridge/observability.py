@@ -58,7 +58,7 @@ _SECRET_SUFFIXES = ("_token", "_secret", "_password")
 # Parameter names that carry credentials in query strings, form bodies and JSON.
 _PARAM_NAMES = (
     r"access_token|refresh_token|application_token|client_secret|event_token|auth_id|refresh_id"
-    r"|password|auth(?:\[|%5b)(?:access_token|refresh_token|application_token|client_secret)(?:\]|%5d)|auth"
+    r"|password|secret|auth(?:\[|%5b)(?:access_token|refresh_token|application_token|client_secret)(?:\]|%5d)|auth"
 )
 
 # ``name=value`` in a query string or form body.  The value runs to the next separator.

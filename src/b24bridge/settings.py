@@ -18,6 +18,12 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Close to the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h...), with one more early step and
 # capped so the whole ladder spans about a day: a portal can be unreachable for hours.
 DEFAULT_RETRY_SCHEDULE = "5s,30s,5m,30m,2h,5h,8h,8h"
+# The public Bitrix24 cloud's portal zones (``name.bitrix24.com``); self-hosted portals are added by the operator.
+_CLOUD_ZONES = ("com", "ru", "de", "eu", "es", "fr", "it", "pl", "uk", "in", "jp", "cn", "com.br", "com.tr", "by")
+DEFAULT_PORTAL_DOMAINS = ",".join(f"*.bitrix24.{zone}" for zone in (*_CLOUD_ZONES, "kz", "ua", "id", "vn"))
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(.+)$")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN_PATTERN = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}(?::\d{{1,5}})?$")
 
 
 def _loopback(host: str) -> bool:
@@ -38,6 +44,24 @@ def parse_durations(text: str) -> tuple[float, ...]:
     if not durations or any(d <= 0 for d in durations):
         raise ValueError("needs at least one duration, each above zero")
     return tuple(durations)
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"10/10m"`` -> (10, 600.0): so many events per that duration."""
+    match = _RATE.match(text)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"{text.strip()!r} is not a rate like 10/10m")
+    [seconds] = parse_durations(match.group(2))
+    return int(match.group(1)), seconds
+
+
+def parse_domain_patterns(text: str) -> tuple[str, ...]:
+    """``"*.bitrix24.com, crm.example.com"`` -> lower-cased patterns; ``*.`` stands for any subdomain."""
+    patterns = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    bad = [pattern for pattern in patterns if not _DOMAIN_PATTERN.match(pattern)]
+    if not patterns or bad:
+        raise ValueError(f"not host name patterns: {bad or text!r}")
+    return patterns
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -88,6 +112,30 @@ class Settings(BaseSettings):
     bitrix_autobatch: bool = True
     # Pauses between attempts of a run (a robot's work and answer, a delivery); after the last one it is dead.
     retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    # The bridge's route file; a missing file at the default place means "no routes", at a named place an error.
+    routes: Path = Path("./routes.yaml")
+    # The same trigger (source, route, deal, stage, its fields) again within this many seconds is a duplicate.
+    bridge_dedupe_window: float = Field(default=60.0, gt=0, le=86400)
+    # The door (docs/security.md): seconds a request body may take to arrive once the handler asks for it.
+    body_read_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Hosts /oauth/start may send an administrator to (over https): comma-separated, ``*.`` for any subdomain.
+    portal_domains: str = DEFAULT_PORTAL_DOMAINS
+    # Installations not yet confirmed (each costs a request to the OAuth server with our client secret), per client
+    # address and per claimed portal: "count/duration". Confirmed ones give their attempt back.
+    install_limit_per_address: str = "10/10m"
+    install_limit_per_portal: str = "5/10m"
+
+    @field_validator("install_limit_per_address", "install_limit_per_portal")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @field_validator("portal_domains")
+    @classmethod
+    def _domains(cls, value: str) -> str:
+        parse_domain_patterns(value)
+        return value
 
     @field_validator("retry_schedule")
     @classmethod
@@ -135,6 +183,10 @@ class Settings(BaseSettings):
         return value.strip().upper() if info.field_name == "log_level" else value.strip().lower()
 
     @property
+    def portal_domain_patterns(self) -> tuple[str, ...]:
+        return parse_domain_patterns(self.portal_domains)
+
+    @property
     def embedded_database(self) -> bool:
         return self.database_url is None
 
@@ -155,12 +207,18 @@ _ALLOWED: dict[str, str] = {
     "worker_concurrency": "must be an integer of at least 1",
     "worker_in_process": "must be true or false",
     "bitrix_autobatch": "must be true or false",
+    "routes": "must be the path of the bridge's route file (YAML)",
+    "bridge_dedupe_window": "must be a number of seconds above 0 and at most 86400",
     "retry_schedule": "must be durations separated by commas, like 5s,30s,5m,30m,2h (units ms, s, m, h, d)",
     "app_client_id": "must be the application's client_id from the Bitrix24 developer resources",
     "app_client_secret": "must be the application's client_secret",
     "oauth_server": "must be the OAuth server's https URL, https://oauth.bitrix.info unless you run the sandbox "
     "(plain http only on loopback)",
     "encryption_keys": "must be kid:key pairs separated by commas, each key 32 bytes in url-safe base64",
+    "body_read_timeout": "must be a number of seconds above 0 and at most 300",
+    "portal_domains": "must be host name patterns separated by commas, like *.bitrix24.com,crm.example.com",
+    "install_limit_per_address": "must be a rate like 10/10m (a count, a slash, a duration)",
+    "install_limit_per_portal": "must be a rate like 5/10m (a count, a slash, a duration)",
 }
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")

@@ -41,10 +41,12 @@ class BitrixClient:
         self.retry = retry or RetryPolicy()
         self.batching = batching or BatchSettings()
         self.rng = random.Random(seed)
-        # The portal's own wall-clock limit for one request is 60 s; reads get a little more.
+        # The portal's own wall-clock limit for one request is 60 s; reads get a little more. An idle connection is
+        # let go before common servers close theirs (uvicorn: 5 s): reusing one the server is closing turns a write
+        # into an uncertain one (the request may or may not have been read).
         self.http = httpx.AsyncClient(
             timeout=timeout or httpx.Timeout(connect=5.0, read=65.0, write=15.0, pool=30.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=4.0),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
             transport=transport,

@@ -8,19 +8,22 @@ so whatever is decided here is final; the job (:mod:`.runner`) does the work and
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import procrastinate
 from psycopg_pool import AsyncConnectionPool
 
+from b24bridge import forms
 from b24bridge.observability import get_logger
+from b24bridge.portals.schemas import portal_auth
 from b24bridge.portals.service import PortalRegistry
 from b24bridge.runs.schemas import NewRun
 from b24bridge.runs.service import RunLog
 
 from . import tasks
-from .form import parse_form
 from .registry import InvalidInput, Robot
 from .schemas import CallAnswer
 
@@ -28,6 +31,61 @@ log = get_logger(__name__)
 
 # Only what identifies the portal and the acting user is kept from ``auth[...]``: tokens never reach the log.
 _AUTH_KEPT = ("member_id", "domain", "user_id", "client_endpoint", "server_endpoint", "scope", "status")
+# A robot CODE as bizproc.robot.add accepts it (REFERENCE 5.2), with room for case; the path is stored with the run.
+_CODE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# The run's deduplication key is one B-tree index entry (at most ~2.7 KB): these caps keep it well inside.
+_MAX_WORKFLOW_ID = 255
+_MAX_EVENT_TOKEN = 1024
+# Ten years: a robot's timeout is set in its settings in s/m/h/d; anything longer is not a timeout.
+_MAX_TIMEOUT = 10 * 366 * 86400
+
+
+@dataclass(frozen=True)
+class RobotCall:
+    """A robot call as the portal sent it (REFERENCE 5.4), every field checked; nothing here is trusted yet."""
+
+    code: str
+    member_id: str | None
+    application_token: str | None
+    workflow_id: str
+    event_token: str
+    document_id: list[str]
+    properties: dict[str, Any]
+    inputs: dict[str, Any]  # what the run keeps of the call (no tokens)
+    timeout: int | None
+
+
+def read_call(code: str, form: Mapping[str, Any]) -> RobotCall:
+    """The call in ``form``, or a :class:`~b24bridge.forms.FormError` naming the field: every value is checked for
+    type, length and range here, before anything touches the database."""
+    if not _CODE.fullmatch(code):
+        raise forms.FormError("path: not a robot code", field="code")
+    member_id, application_token = portal_auth(form)
+    auth = {key: forms.optional_text(form, "auth", key) for key in _AUTH_KEPT}
+    properties = forms.mapping(form, "properties")
+    for key, value in properties.items():
+        if not isinstance(value, str):  # a Multiple property: a list of values, nothing deeper
+            forms.text_list(form, "properties", key, max_items=1000, max_len=forms.DEFAULT_LIMITS.max_value_length)
+    timeout = forms.optional_integer(form, "timeout_duration", lo=0, hi=_MAX_TIMEOUT)
+    return RobotCall(
+        code=code,
+        member_id=member_id,
+        application_token=application_token,
+        workflow_id=forms.text(form, "workflow_id", max_len=_MAX_WORKFLOW_ID),
+        event_token=forms.text(form, "event_token", max_len=_MAX_EVENT_TOKEN),
+        document_id=forms.text_list(form, "document_id", max_items=8, max_len=255),
+        properties=properties,
+        inputs={
+            "properties": properties,
+            "document_type": forms.text_list(form, "document_type", max_items=8, max_len=255) or None,
+            # Only an explicit N means "do not wait" (REFERENCE 5.2): anything else is kept as the default, Y.
+            "use_subscription": "N" if (forms.optional_text(form, "use_subscription") or "").upper() == "N" else "Y",
+            "timeout_duration": None if timeout is None else str(timeout),
+            "ts": forms.optional_text(form, "ts", max_len=32),
+            "auth": {key: value for key, value in auth.items() if value is not None},
+        },
+        timeout=timeout,
+    )
 
 
 class RobotIntake:
@@ -45,48 +103,33 @@ class RobotIntake:
         self.jobs = jobs
         self.robots = robots
 
-    async def accept(self, code: str, body: str) -> CallAnswer:
-        form = parse_form(body)
-        auth = _mapping(form.get("auth"))
-        member_id, app_token = auth.get("member_id"), auth.get("application_token")
-        if not isinstance(member_id, str) or not isinstance(app_token, str) or not member_id or not app_token:
+    async def accept(self, code: str, form: Mapping[str, Any]) -> CallAnswer:
+        call = read_call(code, form)  # FormError (a 4xx) before anything touches the database
+        if not call.member_id or not call.application_token:
             return CallAnswer(401, "member_id and application_token are required")
-        if await self.registry.verify_application_token(member_id, app_token) is None:
-            log.warning("robots.call_refused", member_id=member_id, code=code)
+        if await self.registry.verify_application_token(call.member_id, call.application_token) is None:
+            log.warning("robots.call_refused", member_id=call.member_id, code=code)
             return CallAnswer(401, "unknown portal or wrong application_token")
-        workflow_id, event_token = form.get("workflow_id"), form.get("event_token")
-        if not isinstance(workflow_id, str) or not isinstance(event_token, str) or not workflow_id or not event_token:
-            return CallAnswer(400, "workflow_id and event_token are required")
 
-        raw = _mapping(form.get("properties"))
         status, error, values = "queued", None, {}
         robot = self.robots.get(code)
         if robot is None:
             status, error = "failed", f"robot {code!r} is not declared by this b24bridge (sync robots)"
         else:
             try:
-                values = robot.validate(raw)
+                values = robot.validate(call.properties)
             except InvalidInput as exc:
                 status, error = "failed", str(exc)
-        document_id = form.get("document_id")
         run = NewRun(
-            member_id=member_id,
+            member_id=call.member_id,
             robot_code=code,
-            workflow_id=workflow_id,
-            event_token=event_token,
-            document_id=[str(part) for part in document_id] if isinstance(document_id, list) else [],
-            inputs={
-                "properties": raw,
-                "values": values,
-                "document_type": form.get("document_type"),
-                "use_subscription": form.get("use_subscription", "Y"),
-                "timeout_duration": form.get("timeout_duration"),
-                "ts": form.get("ts"),
-                "auth": {key: auth[key] for key in _AUTH_KEPT if key in auth},
-            },
+            workflow_id=call.workflow_id,
+            event_token=call.event_token,
+            document_id=call.document_id,
+            inputs={**call.inputs, "values": values},
             status=status,
             error=error,
-            deadline_at=_deadline(form.get("timeout_duration")),
+            deadline_at=_deadline(call.timeout),
         )
         async with self.pool.connection() as conn, conn.transaction():
             run_id = await self.runs.open(conn, run)
@@ -94,28 +137,10 @@ class RobotIntake:
                 return CallAnswer(200, "duplicate call, already accepted")
             await tasks.defer_run(self.jobs, conn, run_id)
         if error is not None:
-            log.info("robots.call_invalid", member_id=member_id, code=code, run_id=run_id, error=error)
+            log.info("robots.call_invalid", member_id=call.member_id, code=code, run_id=run_id, error=error)
         return CallAnswer(200, "accepted", run_id=run_id)
 
-    async def answer_again(self, run_ids: list[int]) -> list[int]:
-        """Dead runs taken back in: each is answered again (its result, or its error) by a new job, with the retry
-        schedule starting over. Returns the ids that were dead; others are left alone."""
-        async with self.pool.connection() as conn, conn.transaction():
-            revived = await self.runs.revive(conn, run_ids)
-            for run_id in revived:
-                await tasks.defer_run(self.jobs, conn, run_id)
-        log.info("robots.answer_again", runs=revived)
-        return revived
 
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _deadline(timeout: Any) -> dt.datetime | None:
+def _deadline(timeout: int | None) -> dt.datetime | None:
     # Counted from our own clock on receipt, not the portal's ``ts``: clocks of two machines disagree.
-    try:
-        seconds = int(str(timeout))
-    except ValueError:
-        return None
-    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds) if seconds > 0 else None
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout) if timeout else None

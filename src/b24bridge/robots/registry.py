@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ COMPANY = ("crm", "CCrmDocumentCompany", "COMPANY")
 
 _CODE = re.compile(r"^[a-z0-9.\-_]+$")
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
-_USER = re.compile(r"^user_(\d+)$")
+# ASCII digits only (Python's ``\d`` and ``int()`` take any script's digits) and few enough to stay a 64-bit integer.
+_USER = re.compile(r"(?:user_)?([0-9]{1,18})")
+_INT = re.compile(r"[-+]?[0-9]{1,18}")
 
 
 class InvalidInput(ValueError):
@@ -165,17 +168,31 @@ def _datetime(prop: Property, text: str) -> str:
 
 
 def _user(prop: Property, text: str) -> int:
-    match = _USER.match(text) or re.match(r"^(\d+)$", text)
+    match = _USER.fullmatch(text)
     if match is None:
         raise ValueError(text)
     return int(match.group(1))
 
 
+def _int(prop: Property, text: str) -> int:
+    if not _INT.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
+def _double(prop: Property, text: str) -> float:
+    # "inf" and "nan" parse as floats but are no numbers a portal means, and JSON (the run's inputs) has none.
+    number = float(text.replace(",", "."))
+    if not math.isfinite(number):
+        raise ValueError(text)
+    return number
+
+
 _PARSERS: dict[str, Any] = {
     "string": lambda prop, text: text,
     "text": lambda prop, text: text,
-    "int": lambda prop, text: int(text),
-    "double": lambda prop, text: float(text.replace(",", ".")),
+    "int": _int,
+    "double": _double,
     "bool": _bool,
     "date": _date,
     "datetime": _datetime,
@@ -197,6 +214,8 @@ class Robot:
     # Whether the workflow waits for ``bizproc.event.send`` (USE_SUBSCRIPTION); robots with results must.
     waits_for_answer: bool = True
     auth_user_id: int = 1
+    # Where the portal calls it, under the public URL; a domain that runs its own robot (the bridge) sets its own.
+    handler_path: str | None = None
     # Rules across properties (normalisation, "one of these is required"); raises InvalidInput.
     check: Callable[[dict[str, Any]], dict[str, Any]] | None = field(default=None, compare=False)
     # The work itself, run by a job with the validated inputs.
@@ -210,7 +229,7 @@ class Robot:
                 raise ValueError(f"property key {key!r} of robot {self.code} must match {_KEY.pattern}")
 
     def handler(self, public_url: str) -> str:
-        return f"{public_url.rstrip('/')}/robots/{self.code}"
+        return f"{public_url.rstrip('/')}{self.handler_path or f'/robots/{self.code}'}"
 
     def to_bitrix(self, public_url: str) -> dict[str, Any]:
         """``bizproc.robot.add`` parameters (REFERENCE 5.2); ``update`` takes the same minus CODE as FIELDS."""

@@ -20,11 +20,11 @@ from typing import Any
 from b24bridge.bitrix import BitrixError, CallObserver, Portal
 from b24bridge.observability import get_logger
 from b24bridge.portals.service import PortalRegistry
+from b24bridge.runs.retry import RetryRun, next_pause
 from b24bridge.runs.schemas import RetrySchedule, Run
 from b24bridge.runs.service import RunLog
 
 from .registry import WRITE_RESULT, Outcome, Robot
-from .schemas import RetryRun
 
 log = get_logger(__name__)
 
@@ -47,7 +47,7 @@ class _RunContext:
 
 def origin_id(run: Run) -> str:
     """Stable across attempts and unique per robot call: what ORIGIN_ID carries to find a run's own records."""
-    event = hashlib.sha256(run.event_token.encode()).hexdigest()[:16]
+    event = hashlib.sha256((run.event_token or "").encode()).hexdigest()[:16]
     return f"run:{run.member_id}:{run.workflow_id}:{event}"
 
 
@@ -94,7 +94,7 @@ class RobotRunner:
     # --- the work -------------------------------------------------------------------------------------------
 
     async def _work(self, run: Run) -> Run:
-        robot = self.robots.get(run.robot_code)
+        robot = self.robots.get(run.robot_code or "")
         if robot is None or robot.perform is None:
             return await self.runs.finish(run.id, "failed", error=f"robot {run.robot_code!r} is no longer declared")
         budget = _time_left(run)
@@ -167,14 +167,13 @@ class RobotRunner:
 
     async def _retry_later(self, run: Run, error: str, *, keep_status: bool = False) -> None:
         """Raise :class:`RetryRun` with the schedule's next pause; return if the schedule (or the time) is spent."""
-        pause = self.schedule.pause_after(run.attempts, self.rng.uniform(-1.0, 1.0))
-        left = _time_left(run)
-        if pause is None or (left is not None and dt.timedelta(seconds=pause) >= left):
+        pause = next_pause(self.schedule, run.attempts, self.rng.uniform(-1.0, 1.0), _time_left(run))
+        if pause is None:
             return
         if keep_status:
             log.info("robots.answer_retry", run_id=run.id, attempt=run.attempts, error=error, pause=round(pause, 1))
         else:
-            await self.runs.retry_scheduled(run.id, error, pause)
+            await self.runs.retry_scheduled(run, error, pause)
         raise RetryRun(error, pause)
 
 

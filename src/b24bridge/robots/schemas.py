@@ -33,11 +33,3 @@ class RobotState:
     declared: bool
     registered: bool
     current: bool  # registered with the definition declared now
-
-
-class RetryRun(Exception):
-    """The run met a temporary failure; its job runs again after ``pause`` seconds (from the retry schedule)."""
-
-    def __init__(self, message: str, pause: float) -> None:
-        super().__init__(message)
-        self.pause = pause

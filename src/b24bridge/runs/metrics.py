@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-KINDS = ("robot",)
+KINDS = ("robot", "bridge")
 
 RUNS_FINISHED = Counter(
     "b24bridge_runs_finished_total", "Runs whose work ended, by kind and outcome", ["kind", "status"]

@@ -8,13 +8,13 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .schemas import NewRun, Run, RunCall
+from .schemas import NewRun, Revived, Run, RunCall, RunFilter
 
 Conn = AsyncConnection[Any]
 
 _COLUMNS = (
-    "id, member_id, robot_code, workflow_id, event_token, document_id, inputs, status, outcome, error, attempts,"
-    " answered_at, deadline_at, created_at, started_at, finished_at"
+    "id, kind, member_id, robot_code, route, trigger, workflow_id, event_token, document_id, inputs, status,"
+    " outcome, error, attempts, answered_at, deadline_at, created_at, started_at, finished_at"
 )
 
 
@@ -23,15 +23,18 @@ async def insert(conn: Conn, run: NewRun) -> int | None:
     finished = "now()" if run.status != "queued" else "NULL"
     cur = await conn.execute(
         f"""
-        INSERT INTO runs (member_id, robot_code, workflow_id, event_token, document_id, inputs, status, error,
-                          deadline_at, finished_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {finished})
+        INSERT INTO runs (kind, member_id, robot_code, route, trigger, workflow_id, event_token, document_id,
+                          inputs, status, error, deadline_at, finished_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {finished})
         ON CONFLICT (member_id, workflow_id, event_token) DO NOTHING
         RETURNING id
         """,
         (
+            run.kind,
             run.member_id,
             run.robot_code,
+            run.route,
+            run.trigger,
             run.workflow_id,
             run.event_token,
             Jsonb(run.document_id),
@@ -52,16 +55,26 @@ async def get(conn: Conn, run_id: int) -> Run | None:
     return None if row is None else Run(**row)
 
 
-async def list_runs(conn: Conn, member_id: str | None, status: str | None, limit: int) -> list[Run]:
+async def list_runs(conn: Conn, where: RunFilter, limit: int) -> list[Run]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
             SELECT {_COLUMNS} FROM runs
              WHERE (%(member)s::text IS NULL OR member_id = %(member)s)
                AND (%(status)s::text IS NULL OR status = %(status)s)
+               AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+               AND (%(route)s::text IS NULL OR route = %(route)s)
+               AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
              ORDER BY id DESC LIMIT %(limit)s
             """,
-            {"member": member_id, "status": status, "limit": limit},
+            {
+                "member": where.member_id,
+                "status": where.status,
+                "kind": where.kind,
+                "route": where.route,
+                "since": where.since,
+                "limit": limit,
+            },
         )
         return [Run(**row) for row in await cur.fetchall()]
 
@@ -133,22 +146,34 @@ async def record_call(conn: Conn, run_id: int, method: str, status: str, duratio
     )
 
 
-async def mark_dead(conn: Conn, run_id: int, reason: str) -> None:
-    await conn.execute(
-        "UPDATE runs SET status = 'dead', error = %s, finished_at = now() WHERE id = %s", (reason, run_id)
-    )
-
-
-async def revive(conn: Conn, run_ids: list[int]) -> list[int]:
-    """Dead runs taken back in for another answer: the work's outcome stands (values kept, or the error), the
-    retry schedule starts over. Returns the ids that were dead."""
+async def mark_dead(conn: Conn, run_id: int, reason: str) -> str | None:
+    """The run's kind, or None if there is no such run."""
     cur = await conn.execute(
-        """
-        UPDATE runs SET status = CASE WHEN outcome IS NOT NULL THEN 'succeeded' ELSE 'failed' END,
-                        attempts = 0, answered_at = NULL, finished_at = now()
-         WHERE id = ANY(%s) AND status = 'dead'
-        RETURNING id
-        """,
-        (run_ids,),
+        "UPDATE runs SET status = 'dead', error = %s, finished_at = now() WHERE id = %s RETURNING kind",
+        (reason, run_id),
     )
-    return sorted(int(row[0]) for row in await cur.fetchall())
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def revive(conn: Conn, run_ids: list[int]) -> list[Revived]:
+    """Dead runs taken back in, and only dead ones (a run that is not dead is left alone, so replaying twice at once
+    cannot run anything twice). A robot run keeps its work's outcome (values, or the error) and is answered again; a
+    bridge run is delivered again from the start. The retry schedule starts over either way."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            UPDATE runs SET
+                status = CASE WHEN kind = 'bridge' THEN 'queued'
+                              WHEN outcome IS NOT NULL THEN 'succeeded' ELSE 'failed' END,
+                outcome = CASE WHEN kind = 'bridge' THEN NULL ELSE outcome END,
+                finished_at = CASE WHEN kind = 'bridge' THEN NULL ELSE now() END,
+                attempts = 0, answered_at = NULL,
+                inputs = inputs || jsonb_build_object('replays', COALESCE((inputs->>'replays')::int, 0) + 1)
+             WHERE id = ANY(%s) AND status = 'dead'
+            RETURNING id, kind, member_id, inputs
+            """,
+            (run_ids,),
+        )
+        rows = await cur.fetchall()
+    return sorted((Revived(**row) for row in rows), key=lambda r: r.id)

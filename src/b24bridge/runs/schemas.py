@@ -12,6 +12,27 @@ FINAL: frozenset[str] = frozenset({"succeeded", "failed", "uncertain", "dead"})
 
 
 @dataclass(frozen=True)
+class Revived:
+    """A dead run taken back in (what its domain needs to queue it again)."""
+
+    id: int
+    kind: str
+    member_id: str
+    inputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing (or a replay) is about; None means any."""
+
+    member_id: str | None = None
+    status: str | None = None
+    kind: str | None = None
+    route: str | None = None
+    since: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
 class RetrySchedule:
     """Pauses between a run's attempts (``B24BRIDGE_RETRY_SCHEDULE``): the one notion of "how many attempts".
 
@@ -32,13 +53,25 @@ class RetrySchedule:
         return sum(self.delays)
 
 
+KINDS: tuple[str, ...] = ("robot", "bridge")
+
+
 @dataclass(frozen=True)
 class Run:
+    """One unit of work in the run log: a robot call, or a bridge delivery (``kind``).
+
+    ``member_id`` names the portal the run came from (a bridge's source portal key); ``workflow_id`` and
+    ``event_token`` are set when a workflow waits for the run's answer.
+    """
+
     id: int
+    kind: str
     member_id: str
-    robot_code: str
-    workflow_id: str
-    event_token: str
+    robot_code: str | None
+    route: str | None
+    trigger: str | None
+    workflow_id: str | None
+    event_token: str | None
     document_id: list[str]
     inputs: dict[str, Any]
     status: str
@@ -70,11 +103,14 @@ class RunCall:
 @dataclass(frozen=True)
 class NewRun:
     member_id: str
-    robot_code: str
-    workflow_id: str
-    event_token: str
     document_id: list[str]
     inputs: dict[str, Any]
+    kind: str = "robot"
+    robot_code: str | None = None
+    route: str | None = None
+    trigger: str | None = None
+    workflow_id: str | None = None
+    event_token: str | None = None
     status: str = "queued"
     error: str | None = None
     deadline_at: dt.datetime | None = None

@@ -14,7 +14,7 @@ from b24bridge.observability import get_logger
 
 from . import metrics, repository
 from .repository import Conn
-from .schemas import STATUSES, NewRun, Run, RunCall
+from .schemas import STATUSES, NewRun, Revived, Run, RunCall, RunFilter
 
 log = get_logger(__name__)
 
@@ -49,25 +49,26 @@ class RunLog:
             run = await repository.finish(conn, run_id, status, outcome, error, answered=answered)
         if run is None:
             raise LookupError(f"run {run_id} does not exist")
-        metrics.RUNS_FINISHED.labels("robot", status).inc()
+        metrics.RUNS_FINISHED.labels(run.kind, status).inc()
         return run
 
     async def mark_dead(self, run_id: int, reason: str) -> None:
         """Given up: visible as ``dead`` with its reason, counted, and revivable (:meth:`revive`)."""
         async with self.pool.connection() as conn:
-            await repository.mark_dead(conn, run_id, reason)
-        metrics.RUNS_DEAD.labels("robot").inc()
+            kind = await repository.mark_dead(conn, run_id, reason)
+        if kind is not None:
+            metrics.RUNS_DEAD.labels(kind).inc()
         log.error("runs.dead", run_id=run_id, reason=reason)
 
-    async def retry_scheduled(self, run_id: int, error: str, pause: float) -> None:
+    async def retry_scheduled(self, run: Run, error: str, pause: float) -> None:
         """A temporary failure: the run waits ``pause`` seconds for its next attempt, its error kept."""
         async with self.pool.connection() as conn:
-            await repository.requeue(conn, run_id, error)
-        metrics.RUN_RETRIES.labels("robot").inc()
-        log.info("runs.retry_scheduled", run_id=run_id, error=error, pause=round(pause, 1))
+            await repository.requeue(conn, run.id, error)
+        metrics.RUN_RETRIES.labels(run.kind).inc()
+        log.info("runs.retry_scheduled", run_id=run.id, kind=run.kind, error=error, pause=round(pause, 1))
 
-    async def revive(self, conn: Conn, run_ids: list[int]) -> list[int]:
-        """Dead runs back in, on the caller's connection (beside their new jobs); the ids that were dead."""
+    async def revive(self, conn: Conn, run_ids: list[int]) -> list[Revived]:
+        """Dead runs back in, on the caller's connection (beside their new jobs); those that were dead."""
         return await repository.revive(conn, run_ids)
 
     async def mark_answered(self, run_id: int, error: str | None = None) -> None:
@@ -87,11 +88,12 @@ class RunLog:
         async with self.pool.connection() as conn:
             return await repository.get(conn, run_id)
 
-    async def list_runs(self, member_id: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
-        if status is not None and status not in STATUSES:
+    async def list_runs(self, where: RunFilter | None = None, limit: int = 50) -> list[Run]:
+        where = where or RunFilter()
+        if where.status is not None and where.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         async with self.pool.connection() as conn:
-            return await repository.list_runs(conn, member_id, status, max(1, min(limit, MAX_LISTED)))
+            return await repository.list_runs(conn, where, max(1, min(limit, MAX_LISTED)))
 
     async def show(self, run_id: int) -> tuple[Run, list[RunCall]] | None:
         async with self.pool.connection() as conn:

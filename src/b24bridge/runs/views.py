@@ -14,13 +14,14 @@ def _ts(value: object) -> str:
 
 
 def runs_table(runs: list[Run]) -> Table:
-    out = Table("id", "portal", "robot", "workflow", "status", "attempts", "created", "finished", "error")
+    out = Table("id", "kind", "portal", "robot/route", "workflow", "status", "attempts", "created", "finished", "error")
     for run in runs:
         out.add_row(
             str(run.id),
+            run.kind,
             run.member_id,
-            run.robot_code,
-            run.workflow_id,
+            run.robot_code or run.route or "",
+            run.workflow_id or "",
             run.status,
             str(run.attempts),
             _ts(run.created_at),
@@ -32,7 +33,7 @@ def runs_table(runs: list[Run]) -> Table:
 
 def run_detail(run: Run, calls: list[RunCall]) -> Table:
     out = Table("field", "value", title=f"run {run.id}")
-    for name in ("member_id", "robot_code", "workflow_id", "status", "attempts", "error"):
+    for name in ("kind", "member_id", "robot_code", "route", "trigger", "workflow_id", "status", "attempts", "error"):
         out.add_row(name, str(getattr(run, name) or ""))
     out.add_row("document_id", "/".join(run.document_id))
     out.add_row("inputs", json.dumps(run.inputs, ensure_ascii=False, indent=1))

@@ -1,0 +1,303 @@
+"""Routes checked against the portals' real field and stage lists (``b24bridge routes check``, and start-up).
+
+Only checks that can be right: names that must exist, fields that must be writable, values that must be in a
+portal's list, types that clearly do not fit. What is left unchecked is listed in ``docs/routes.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..bitrix import Portal
+from .route_model import TAX_NUMBER, FieldRule, Route, RouteFile, Scope
+from .routes_yaml import Problems, Segment, choices
+from .templates import referenced_fields
+
+FieldMap = Mapping[str, Mapping[str, Any]]
+USER_TYPES = frozenset({"user", "employee"})
+_RECORD_IDS = frozenset({"user", "employee", "crm_category", "crm_company", "crm_contact", "crm_lead", "enumeration"})
+_NOT_NUMBERS = frozenset({"date", "datetime"})
+# Rule type -> target field types it clearly does not fit (anything else may be right: text takes everything).
+MISFITS: Mapping[str, frozenset[str]] = {
+    "date": _RECORD_IDS | {"integer", "double", "boolean", "money", "crm_status", "crm_currency"},
+    "datetime": _RECORD_IDS | {"integer", "double", "boolean", "money", "crm_status", "crm_currency"},
+    "int": _NOT_NUMBERS,
+    "float": _NOT_NUMBERS | _RECORD_IDS,
+    "money": _NOT_NUMBERS | _RECORD_IDS | {"integer", "boolean", "crm_status"},
+    "bool": _NOT_NUMBERS | _RECORD_IDS | {"integer", "double", "money"},
+}
+
+
+@dataclass(frozen=True)
+class PortalSchema:
+    """One portal's lists as the checks need them: ``crm.{deal,contact,company}.fields`` as returned, deal stages per
+    funnel (in order), funnels (id -> name) and the other reference lists (``crm.status.list`` by ENTITY_ID)."""
+
+    deal: FieldMap
+    contact: FieldMap
+    company: FieldMap
+    stages: Mapping[int, tuple[str, ...]]
+    categories: Mapping[int, str]
+    statuses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def fields(self, entity: str) -> FieldMap:
+        return {"deal": self.deal, "contact": self.contact, "company": self.company}[entity]
+
+    def stages_of(self, category: int | None) -> tuple[str, ...]:
+        """The stages of one funnel, or of every funnel (``None``)."""
+        if category is not None:
+            return self.stages.get(category, ())
+        return tuple(stage for stages in self.stages.values() for stage in stages)
+
+
+async def fetch_schema(portal: Portal) -> PortalSchema:
+    """Read the lists with a handful of requests (the three ``fields`` calls share one batch)."""
+    deal, contact, company, categories, statuses = await asyncio.gather(
+        portal.call("crm.deal.fields"),
+        portal.call("crm.contact.fields"),
+        portal.call("crm.company.fields"),
+        _all_rows(portal, "crm.category.list", {"entityTypeId": 2}),
+        _all_rows(portal, "crm.status.list", {"order": {"SORT": "ASC"}}),
+    )
+    by_entity: dict[str, list[tuple[int, str]]] = {}
+    for row in statuses:
+        by_entity.setdefault(str(row["ENTITY_ID"]), []).append((int(row.get("SORT") or 0), str(row["STATUS_ID"])))
+    ordered = {entity: tuple(status for _, status in sorted(rows)) for entity, rows in by_entity.items()}
+    funnels = {int(row["id"]): str(row.get("name", "")) for row in categories}
+    stages = {
+        category: ordered.get("DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}", ()) for category in funnels
+    }
+    return PortalSchema(deal, contact, company, stages, funnels, ordered)
+
+
+async def _all_rows(portal: Portal, method: str, params: Mapping[str, Any]) -> list[Any]:
+    return [row async for row in portal.list(method, params)]
+
+
+def check_routes(route_file: RouteFile, schemas: Mapping[str, PortalSchema]) -> list[str]:
+    """Every problem of every route whose two portals have a schema in ``schemas`` (by portal name)."""
+    problems: list[str] = []
+    for route in route_file.routes.values():
+        if route.source in schemas and route.target in schemas:
+            problems += check_route(route, schemas[route.source], schemas[route.target])
+    return problems
+
+
+def check_route(route: Route, source_schema: PortalSchema, target_schema: PortalSchema) -> list[str]:
+    """Problems of one route against its source and target portals, each ``file:line: path: what; allowed: ...``."""
+    return _RouteCheck(route, source_schema, target_schema).run()
+
+
+class _RouteCheck:
+    def __init__(self, route: Route, source: PortalSchema, target: PortalSchema) -> None:
+        self.route, self.source, self.target = route, source, target
+        self.problems = Problems(route.file)
+        self.base: list[Segment] = ["routes", route.name]
+        category = route.deal.get("CATEGORY_ID")
+        self.category = _int_or_none(category.value) if category is not None and category.kind == "const" else None
+
+    def run(self) -> list[str]:
+        route = self.route
+        self._event_stages()
+        self._rules(route.deal, "deal", [*self.base, "deal"], self.target, route.target)
+        if route.contact is not None:
+            self._rules(route.contact.fields, "contact", [*self.base, "contact", "fields"], self.target, route.target)
+        if route.company is not None:
+            self._rules(route.company.fields, "company", [*self.base, "company", "fields"], self.target, route.target)
+        if route.status_back is not None:
+            self._status_back_stages()
+            self._rules(
+                route.status_back.fields,
+                "status_back",
+                [*self.base, "status_back", "fields"],
+                self.source,
+                route.source,
+            )
+        return self.problems.messages
+
+    def _event_stages(self) -> None:
+        triggers, stages = self.route.triggers, self.source.stages_of(None)
+        for index, stage in enumerate(triggers.event_stages):
+            if stage not in stages:
+                path = [*self.base, "triggers", "events", "stages", index]
+                what = f"not a deal stage of {self.route.source}"
+                self.problems.add(triggers.line_of(f"events.stages.{index}"), path, what, choices(stage, stages))
+
+    def _status_back_stages(self) -> None:
+        assert self.route.status_back is not None
+        back, path = self.route.status_back, [*self.base, "status_back", "stages"]
+        source_stages, target_stages = self.source.stages_of(None), self.target.stages_of(self.category)
+        for target_stage, source_stage in back.stages.items():
+            line, where = back.line_of(f"stages.{target_stage}"), [*path, target_stage]
+            if target_stage not in target_stages:
+                what = f"not a deal stage of {self.route.target}"
+                self.problems.add(line, where, what, choices(target_stage, target_stages))
+            if source_stage not in source_stages:
+                what = f"{source_stage!r} is not a deal stage of {self.route.source}"
+                self.problems.add(line, where, what, choices(source_stage, source_stages))
+
+    def _rules(
+        self, rules: Mapping[str, FieldRule], scope: Scope, path: list[Segment], schema: PortalSchema, portal: str
+    ) -> None:
+        entity = "deal" if scope == "status_back" else scope
+        for name, rule in rules.items():
+            where = [*path, name]
+            written = self._written(name, rule, where, schema.fields(entity), entity, portal)
+            read = self._read(rule, scope, where)
+            if written is None:
+                continue
+            if rule.kind == "user" and written.get("type") not in USER_TYPES:
+                fields = schema.fields(entity).items()
+                users = sorted(n for n, f in fields if f.get("type") in USER_TYPES and not f.get("isReadOnly"))
+                what = f"a user rule writes a {written.get('type')} field"
+                self.problems.add(rule.line, where, what, "a user field: " + ", ".join(users))
+            self._fit(rule, where, written, read)
+            self._values(rule, where, name, schema, entity, scope)
+
+    def _written(
+        self, name: str, rule: FieldRule, where: list[Segment], fields: FieldMap, entity: str, portal: str
+    ) -> Mapping[str, Any] | None:
+        if entity == "company" and name == TAX_NUMBER:
+            return None  # written as a requisite (RQ_INN), not a company field
+        writable = sorted(n for n, f in fields.items() if not f.get("isReadOnly"))
+        spec = fields.get(name)
+        if spec is None:
+            what = f"no such field in the {entity} of {portal}"
+            self.problems.add(
+                rule.line, where, what, _field_choices(name, writable, f"a writable {entity} field of {portal}")
+            )
+        elif spec.get("isReadOnly"):
+            self.problems.add(
+                rule.line,
+                where,
+                f"read-only in {portal}",
+                _field_choices(name, writable, f"a writable {entity} field of {portal}"),
+            )
+        else:
+            return spec
+        return None
+
+    def _read(self, rule: FieldRule, scope: Scope, where: list[Segment]) -> Mapping[str, Any] | None:
+        """Check that what the rule reads exists; return the source field it copies, if there is one."""
+        if rule.kind in ("copy", "user"):
+            record, name = _record_and_field(rule.value, scope)
+            return self._source_field(record, name, rule.line, where, f"reads {rule.value}")
+        if rule.kind == "template":
+            for variable, name in referenced_fields(rule.value):
+                self._source_field(variable, name, rule.line, where, f"template reads {variable}.{name}")
+        return None
+
+    def _source_field(
+        self, record: str, name: str, line: int, where: list[Segment], reading: str
+    ) -> Mapping[str, Any] | None:
+        """The field a rule reads in the source (or, for status back, the target) portal; reported when missing."""
+        extra: tuple[str, ...] = ()
+        if record in ("target", "status_back"):
+            schema, entity, portal, extra = self.target, "deal", self.route.target, ("url",)
+        elif record in ("deal", "contact", "company"):
+            schema, entity, portal = self.source, record, self.route.source
+            extra = (TAX_NUMBER,) if record == "company" else ()
+        else:
+            return None  # source, target_portal (checked when the file was read), products, route
+        fields = schema.fields(entity)
+        spec = fields.get(name)
+        if spec is None and name not in extra:
+            what = f"{reading}: the {entity} of {portal} has no such field"
+            described = f"a {entity} field of {portal}"
+            self.problems.add(line, where, what, _field_choices(name, sorted([*fields, *extra]), described))
+        return spec
+
+    def _fit(self, rule: FieldRule, where: list[Segment], written: Mapping[str, Any], read: Any) -> None:
+        target_type = str(written.get("type"))
+        if rule.type is not None and target_type in MISFITS.get(rule.type, ()):
+            self.problems.add(
+                rule.line, where, f"type {rule.type} does not fit field type {target_type}", _fitting(target_type)
+            )
+        multiple = bool(written.get("isMultiple"))
+        if not multiple and rule.type == "list":
+            self.problems.add(rule.line, where, "type list into a single-value field", "a multiple field")
+        elif not multiple and rule.kind == "copy" and rule.type is None and read and read.get("isMultiple"):
+            self.problems.add(
+                rule.line,
+                where,
+                "copies a multiple field into a single-value field",
+                "a template that picks one value, e.g. {{ deal.UF_CRM_X[0] }}",
+            )
+
+    def _values(
+        self, rule: FieldRule, where: list[Segment], name: str, schema: PortalSchema, entity: str, scope: Scope
+    ) -> None:
+        """Constants, map values and defaults must be in the target's list; map keys in the source's."""
+        if rule.kind == "user":
+            return
+        allowed = _allowed_values(schema, entity, name, self.category if schema is self.target else None)
+        if allowed is not None:
+            candidates = [(rule.line, where, rule.value)] if rule.kind == "const" else []
+            candidates += [(rule.line_of(f"map.{k}"), [*where, "map", k], v) for k, v in (rule.map or {}).items()]
+            if rule.default is not None:
+                candidates.append((rule.line_of("default"), [*where, "default"], rule.default))
+            for line, path, value in candidates:
+                for item in value if isinstance(value, list) else [value]:
+                    if str(item) not in allowed:
+                        self.problems.add(line, path, f"{item!r} is not allowed in {name}", choices(str(item), allowed))
+        if rule.kind == "copy" and rule.map:
+            record, field_name = _record_and_field(rule.value, scope)
+            keys_allowed = self._source_values(record, field_name) or ()
+            for key in rule.map if keys_allowed else ():
+                if key not in keys_allowed:
+                    what = f"{key!r} is not a value of the source's {field_name}"
+                    self.problems.add(
+                        rule.line_of(f"map.{key}"), [*where, "map", key], what, choices(key, keys_allowed)
+                    )
+
+    def _source_values(self, record: str, name: str) -> tuple[str, ...] | None:
+        if record in ("target", "status_back"):
+            return _allowed_values(self.target, "deal", name, self.category)
+        if record in ("deal", "contact", "company"):
+            return _allowed_values(self.source, record, name, None)
+        return None
+
+
+def _allowed_values(schema: PortalSchema, entity: str, name: str, category: int | None) -> tuple[str, ...] | None:
+    """The values a field takes when it has a list: stages, funnels, reference lists, list items; else ``None``."""
+    spec = schema.fields(entity).get(name)
+    if spec is None:
+        return None
+    if entity == "deal" and name == "STAGE_ID":
+        return schema.stages_of(category)
+    kind, status_type = spec.get("type"), spec.get("statusType")
+    if kind == "crm_category":
+        return tuple(str(category_id) for category_id in schema.categories)
+    if kind == "crm_status" and isinstance(status_type, str) and status_type in schema.statuses:
+        return schema.statuses[status_type]
+    if kind == "enumeration" and spec.get("items"):
+        return tuple(str(item["ID"]) for item in spec["items"])
+    return None
+
+
+def _record_and_field(path: str, scope: Scope) -> tuple[str, str]:
+    """``deal.UF_X.0`` -> ("deal", "UF_X"); a plain ``UF_X`` is the scope's record's field."""
+    head, _, rest = path.partition(".")
+    return (head, rest.split(".")[0]) if rest else (scope, head)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _field_choices(name: str, names: list[str], described: str) -> str:
+    """A close name when there is one (a deal's whole field list is long), else the whole list."""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f"{described} (did you mean {close[0]}?)" if close else "one of " + ", ".join(names)
+
+
+def _fitting(target_type: str) -> str:
+    fitting = [rule_type for rule_type, misfits in MISFITS.items() if target_type not in misfits]
+    return "no type, or " + ", ".join([*fitting, "string"])

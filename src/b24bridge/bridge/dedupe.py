@@ -1,0 +1,59 @@
+"""Deduplication of deliveries by content: the same mapped deal, from the same trigger stage, delivered twice within
+a window is delivered once.
+
+The key is the SHA-256 of a canonical JSON of the source portal, the route, the deal, its stage and a fingerprint of
+the mapped values (deal, contact, company, rows). The first run to claim it delivers; another claiming it within the
+window (two triggers for one change: the robot and an event, say) reports itself a duplicate of that run. Redis
+``SET NX`` answers without the database when configured; a row in ``bridge_dedupe`` is the truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from . import repository
+
+
+def content_key(source_key: str, route: str, deal_id: int, stage: str, mapped: Any) -> str:
+    canonical = json.dumps(
+        {"source": source_key, "route": route, "deal": deal_id, "stage": stage, "mapped": mapped},
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Dedupe:
+    def __init__(self, pool: AsyncConnectionPool, redis: Redis | None, window: float) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.window = dt.timedelta(seconds=window)
+
+    async def claim(self, key: str, run_id: int) -> int | None:
+        """Take ``key`` for ``run_id``; the id of the run that holds it already (within the window), else None."""
+        if self.redis is not None:
+            redis_key = f"b24bridge:dedupe:{key}"
+            ttl = int(self.window.total_seconds() * 1000)
+            if not await self.redis.set(redis_key, str(run_id), nx=True, px=ttl):
+                held = await self.redis.get(redis_key)
+                if held is not None and int(held) != run_id:
+                    return int(held)
+        async with self.pool.connection() as conn:
+            held_by = await repository.claim_dedupe(conn, key, run_id, self.window)
+        return held_by if held_by != run_id else None
+
+    async def release(self, key: str, run_id: int) -> None:
+        """A run that failed for good lets go of its key, so the same content can be delivered by another."""
+        if self.redis is not None:
+            redis_key = f"b24bridge:dedupe:{key}"
+            if (await self.redis.get(redis_key)) == str(run_id).encode():
+                await self.redis.delete(redis_key)
+        async with self.pool.connection() as conn:
+            await repository.release_dedupe(conn, key, run_id)

@@ -1,0 +1,196 @@
+"""The bridge's door: a trigger (the bridge robot, the source's outbound-webhook rule, a CRM event, the target's
+status coming back) becomes a run and its job in one transaction, or is refused with nothing stored.
+
+Triggers that carry no workflow to answer (hooks, events, status) coalesce: while one run of a deal waits in the
+queue, another adds nothing (the waiting one reads the deal as it is when it runs). The content itself is
+deduplicated when the run has read and mapped the deal (:mod:`.dedupe`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+import procrastinate
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from b24bridge.observability import get_logger
+from b24bridge.portals.crypto import Keyring
+from b24bridge.portals.service import PortalRegistry
+from b24bridge.runs.schemas import NewRun
+from b24bridge.runs.service import RunLog
+
+from . import tasks
+from .connections import Connections
+from .route_model import Route, RouteFile
+from .schemas import Accepted
+
+log = get_logger(__name__)
+
+DOCUMENT = ("crm", "CCrmDocumentDeal")
+STATUS_PURPOSE = "bridge_status"
+
+
+def deal_id_of(document_id: Any) -> int | None:
+    """``DEAL_123`` (or ``["crm", "CCrmDocumentDeal", "DEAL_123"]``) -> 123."""
+    text = document_id[-1] if isinstance(document_id, list) and document_id else document_id
+    if not isinstance(text, str):
+        return None
+    text = text.removeprefix("DEAL_")
+    return int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 12 else None
+
+
+def status_secret(keys: Keyring, route: str) -> str:
+    """The secret of a route's status-back hook: derived from the encryption key, printed by ``routes check``."""
+    return keys.mac(STATUS_PURPOSE, route).partition(":")[2][:32]
+
+
+class BridgeIntake:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        routes: RouteFile,
+        registry: PortalRegistry,
+        connections: Connections,
+        runs: RunLog,
+        jobs: procrastinate.App,
+        keys: Keyring,
+    ) -> None:
+        self.pool = pool
+        self.routes = routes
+        self.registry = registry
+        self.connections = connections
+        self.runs = runs
+        self.jobs = jobs
+        self.keys = keys
+
+    # --- triggers -----------------------------------------------------------------------------------------------
+
+    async def from_hook(self, route_name: str, secret: str, deal: Any, fields: Mapping[str, str]) -> Accepted:
+        """The source's outbound-webhook automation rule: ``/bridge/hooks/{route}?secret=...&deal=ID``."""
+        route = self.routes.routes.get(route_name)
+        expected = route.triggers.hook_secret if route is not None else None
+        # Compared in constant time, and compared even for an unknown route, so timing says nothing either way.
+        matched = hmac.compare_digest((expected or "\0" * 32).encode(), secret.encode())
+        if route is None or expected is None or not matched:
+            return Accepted(404 if route is None or expected is None else 403, "unknown route or wrong secret")
+        deal_id = deal_id_of(deal)
+        if deal_id is None:
+            return Accepted(400, "deal must be a deal id (or DEAL_<id>)")
+        source_key = await self.connections.key(self.routes.portals[route.source])
+        if source_key is None:
+            return Accepted(409, f"route {route_name}: its source portal has not installed b24bridge")
+        return await self._accept(route, source_key, deal_id, "hook", fields)
+
+    async def from_status_hook(self, route_name: str, secret: str, deal: Any) -> Accepted:
+        """The target's outbound-webhook rule on the stages that go back: ``/bridge/hooks/{route}/status``."""
+        route = self.routes.routes.get(route_name)
+        expected = status_secret(self.keys, route_name)
+        matched = hmac.compare_digest(expected.encode(), secret.encode())
+        if route is None or route.status_back is None or not matched:
+            return Accepted(404 if route is None or route.status_back is None else 403, "unknown route or wrong secret")
+        deal_id = deal_id_of(deal)
+        if deal_id is None:
+            return Accepted(400, "deal must be a deal id (or DEAL_<id>)")
+        target_key = await self.connections.key(self.routes.portals[route.target])
+        if target_key is None:
+            return Accepted(409, f"route {route_name}: its target portal has not installed b24bridge")
+        return await self._accept(route, target_key, deal_id, "status", {})
+
+    async def from_event(self, member_id: str, event: str, deal: Any) -> list[Accepted]:
+        """ONCRMDEALADD/UPDATE of a portal: a delivery for each route that listens to its events (as a source), and
+        a status run for each route that sends status back from it (as a target)."""
+        deal_id = deal_id_of(deal)
+        if deal_id is None:
+            return [Accepted(400, "data[FIELDS][ID] must be a deal id")]
+        accepted = []
+        for route in self.routes.routes.values():
+            source_key = await self.connections.key(self.routes.portals[route.source])
+            target_key = await self.connections.key(self.routes.portals[route.target])
+            if route.triggers.event_stages and source_key == member_id:
+                accepted.append(await self._accept(route, member_id, deal_id, "event", {"event": event}))
+            if route.status_back is not None and target_key == member_id and event == "ONCRMDEALUPDATE":
+                accepted.append(await self._accept(route, member_id, deal_id, "status", {}))
+        return accepted
+
+    async def from_robot(self, member_id: str, form: Mapping[str, Any], auth: Mapping[str, Any]) -> Accepted:
+        """The bridge robot ran in a source's workflow (its application token already checked by the caller)."""
+        workflow_id, event_token = form.get("workflow_id"), form.get("event_token")
+        properties = form.get("properties") if isinstance(form.get("properties"), dict) else {}
+        assert isinstance(properties, dict)
+        route_name = str(properties.get("route") or "").strip()
+        route = self.routes.routes.get(route_name)
+        deal_id = deal_id_of(form.get("document_id"))
+        error = None
+        if route is None:
+            error = f"no route {route_name!r}: routes are {', '.join(sorted(self.routes.routes)) or 'none'}"
+        elif not route.triggers.robot:
+            error = f"route {route_name} does not take the bridge robot as a trigger"
+        elif await self.connections.key(self.routes.portals[route.source]) != member_id:
+            error = f"route {route_name} does not start in this portal"
+        elif deal_id is None:
+            error = "the bridge robot works on deals only"
+        run = NewRun(
+            member_id=member_id,
+            kind="bridge",
+            robot_code="b24bridge_bridge_deal",
+            route=route_name or None,
+            trigger="robot",
+            workflow_id=str(workflow_id),
+            event_token=str(event_token),
+            document_id=[*DOCUMENT, f"DEAL_{deal_id}"] if deal_id else [],
+            inputs={
+                "deal_id": deal_id,
+                "properties": properties,
+                "use_subscription": form.get("use_subscription", "Y"),
+                "timeout_duration": form.get("timeout_duration"),
+                "auth": {key: auth[key] for key in ("member_id", "domain", "user_id") if key in auth},
+            },
+            # A refused call still gets a job: the workflow is answered with the error, then the run is dead.
+            status="failed" if error else "queued",
+            error=error,
+        )
+        async with self.pool.connection() as conn, conn.transaction():
+            run_id = await self.runs.open(conn, run)
+            if run_id is None:
+                return Accepted(200, "duplicate call, already accepted")
+            await tasks.defer_run(self.jobs, conn, run_id, lock=deal_lock(member_id, deal_id or 0))
+        return Accepted(200, "accepted", run_id)
+
+    # --- accepting ---------------------------------------------------------------------------------------------
+
+    async def _accept(
+        self, route: Route, portal_key: str, deal_id: int, trigger: str, fields: Mapping[str, Any]
+    ) -> Accepted:
+        run = NewRun(
+            member_id=portal_key,
+            kind="bridge",
+            route=route.name,
+            trigger=trigger,
+            document_id=[*DOCUMENT, f"DEAL_{deal_id}"],
+            inputs={"deal_id": deal_id, "fields": dict(fields)},
+        )
+        answer = Accepted(200, "accepted")
+        async with self.pool.connection() as conn, conn.transaction():
+            run_id = await self.runs.open(conn, run)
+            assert run_id is not None  # no workflow: nothing to collide with
+            direction = "status" if trigger == "status" else "deliver"
+            queued = await tasks.defer_run(
+                self.jobs,
+                conn,
+                run_id,
+                lock=deal_lock(portal_key, deal_id),
+                queueing_lock=f"bridge:{direction}:{route.name}:{portal_key}:{deal_id}",
+            )
+            if not queued:
+                answer = Accepted(200, "a delivery of this deal is already waiting; it will read the latest state")
+                raise psycopg.Rollback()
+            answer = Accepted(200, "accepted", run_id)
+        return answer
+
+
+def deal_lock(portal_key: str, deal_id: int) -> str:
+    """One deal's runs run one at a time, in order (procrastinate runs jobs sharing a lock serially)."""
+    return f"deal:{portal_key}:{deal_id}"

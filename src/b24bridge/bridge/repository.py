@@ -1,0 +1,165 @@
+"""SQL of the bridge: the id map between portals (``bridge_links``) and the dedupe window (``bridge_dedupe``).
+
+Every function takes its connection first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class Link:
+    """A target record standing for a source record, and what was last delivered to it (and returned from it)."""
+
+    source_key: str
+    target_key: str
+    entity: str
+    source_id: int
+    target_id: int
+    route: str
+    delivered: dict[str, Any]
+    source_modified: str | None
+    returned: dict[str, Any]
+    target_modified: str | None
+
+
+_COLUMNS = (
+    "source_key, target_key, entity, source_id, target_id, route, delivered, source_modified, returned, target_modified"
+)
+
+
+async def links(
+    conn: Conn, source_key: str, target_key: str, wanted: list[tuple[str, int]]
+) -> dict[tuple[str, int], Link]:
+    """The links of (entity, source id) pairs between two portals, by pair."""
+    if not wanted:
+        return {}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""
+            SELECT {_COLUMNS} FROM bridge_links
+             WHERE source_key = %s AND target_key = %s AND target_id > 0
+               AND (entity, source_id) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))
+            """,
+            (source_key, target_key, [e for e, _ in wanted], [i for _, i in wanted]),
+        )
+        found = [Link(**row) for row in await cur.fetchall()]
+    return {(link.entity, link.source_id): link for link in found}
+
+
+async def link_by_target(conn: Conn, route: str, target_key: str, entity: str, target_id: int) -> Link | None:
+    """The link of a target record (status back: which source deal does this target deal stand for)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""
+            SELECT {_COLUMNS} FROM bridge_links
+             WHERE route = %s AND target_key = %s AND entity = %s AND target_id = %s AND target_id > 0
+             ORDER BY updated_at DESC LIMIT 1
+            """,
+            (route, target_key, entity, target_id),
+        )
+        row = await cur.fetchone()
+    return None if row is None else Link(**row)
+
+
+async def save_link(
+    conn: Conn,
+    link: Link,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO bridge_links (source_key, target_key, entity, source_id, target_id, route, delivered,
+                                  source_modified, returned, target_modified)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (source_key, target_key, entity, source_id) DO UPDATE SET
+            target_id = EXCLUDED.target_id, route = EXCLUDED.route, delivered = EXCLUDED.delivered,
+            source_modified = EXCLUDED.source_modified, returned = EXCLUDED.returned,
+            target_modified = EXCLUDED.target_modified, updated_at = now()
+        """,
+        (
+            link.source_key,
+            link.target_key,
+            link.entity,
+            link.source_id,
+            link.target_id,
+            link.route,
+            Jsonb(link.delivered),
+            link.source_modified,
+            Jsonb(link.returned),
+            link.target_modified,
+        ),
+    )
+
+
+async def claim_creation(
+    conn: Conn, source_key: str, target_key: str, entity: str, source_id: int, route: str, stale_after: dt.timedelta
+) -> bool:
+    """Claim the creation of the target record for a source record (a placeholder row, ``target_id`` 0), so that
+    deliveries in other processes wait for it instead of creating a second one. A claim older than
+    ``stale_after`` (its process died) may be taken over."""
+    cur = await conn.execute(
+        """
+        INSERT INTO bridge_links (source_key, target_key, entity, source_id, target_id, route)
+        VALUES (%s, %s, %s, %s, 0, %s)
+        ON CONFLICT (source_key, target_key, entity, source_id) DO UPDATE SET updated_at = now()
+         WHERE bridge_links.target_id = 0 AND bridge_links.updated_at < now() - %s
+        RETURNING 1
+        """,
+        (source_key, target_key, entity, source_id, route, stale_after),
+    )
+    return await cur.fetchone() is not None
+
+
+async def created_target(conn: Conn, source_key: str, target_key: str, entity: str, source_id: int) -> int:
+    """The target id of a source record once its creation (claimed elsewhere) is done; 0 while it is not."""
+    cur = await conn.execute(
+        "SELECT target_id FROM bridge_links"
+        " WHERE source_key = %s AND target_key = %s AND entity = %s AND source_id = %s",
+        (source_key, target_key, entity, source_id),
+    )
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def release_creation(conn: Conn, source_key: str, target_key: str, entity: str, source_id: int) -> None:
+    await conn.execute(
+        "DELETE FROM bridge_links WHERE source_key = %s AND target_key = %s AND entity = %s AND source_id = %s"
+        " AND target_id = 0",
+        (source_key, target_key, entity, source_id),
+    )
+
+
+async def claim_dedupe(conn: Conn, key: str, run_id: int, window: dt.timedelta) -> int | None:
+    """Take ``key`` for ``run_id`` for ``window``; the run that holds it instead, when it is taken and unexpired."""
+    cur = await conn.execute(
+        """
+        INSERT INTO bridge_dedupe (key, run_id, expires_at) VALUES (%s, %s, now() + %s)
+        ON CONFLICT (key) DO UPDATE SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at
+         WHERE bridge_dedupe.expires_at < now()
+        RETURNING run_id
+        """,
+        (key, run_id, window),
+    )
+    if await cur.fetchone() is not None:
+        return None
+    held = await conn.execute("SELECT run_id FROM bridge_dedupe WHERE key = %s", (key,))
+    row = await held.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def release_dedupe(conn: Conn, key: str, run_id: int) -> None:
+    await conn.execute("DELETE FROM bridge_dedupe WHERE key = %s AND run_id = %s", (key, run_id))
+
+
+async def forget_expired(conn: Conn) -> int:
+    cur = await conn.execute("DELETE FROM bridge_dedupe WHERE expires_at < now()")
+    return cur.rowcount

@@ -1,0 +1,155 @@
+"""Running a bridge run: a delivery from source to target (or a status going back), its retries, and the answer to
+the workflow when the bridge robot started it.
+
+Temporary failures (a portal unreachable, limits, an uncertain write) go back to the queue on the run's retry
+schedule; an uncertain write is resolved by the next attempt, which looks the record up (ORIGIN_ID) before writing.
+Permanent ones (a mapping that cannot be applied, a value the target refuses, access denied, a route that does not
+exist) end the run as ``dead`` at once, with the reason; ``b24bridge runs replay`` takes it back once fixed. A dead
+run never blocks other deals (each deal's runs are serial, different deals are not).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from b24bridge.bitrix import BitrixError
+from b24bridge.observability import get_logger
+from b24bridge.runs.retry import RetryRun, next_pause
+from b24bridge.runs.schemas import RetrySchedule, Run
+from b24bridge.runs.service import RunLog
+
+from .connections import Connections
+from .delivery import Deliverer
+from .mapping import MappingError
+from .route_model import RouteFile
+from .schemas import BridgeConfigError, Busy, DeliveryResult
+from .status import StatusBackRunner
+
+log = get_logger(__name__)
+
+
+class BridgeRunner:
+    def __init__(
+        self,
+        routes: RouteFile,
+        connections: Connections,
+        deliverer: Deliverer,
+        status: StatusBackRunner,
+        runs: RunLog,
+        schedule: RetrySchedule,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.routes = routes
+        self.connections = connections
+        self.deliverer = deliverer
+        self.status = status
+        self.runs = runs
+        self.schedule = schedule
+        self.rng = rng or random.Random()
+
+    async def execute(self, run_id: int) -> None:
+        run = await self.runs.begin_attempt(run_id)
+        if run is None or run.answered_at is not None or run.status == "dead":
+            return
+        if run.status in ("queued", "running"):
+            run = await self._work(run)
+        if run.workflow_id is not None:
+            await self._answer(run)
+        elif run.status == "failed":
+            await self.runs.mark_dead(run.id, run.error or "failed")
+
+    async def _work(self, run: Run) -> Run:
+        try:
+            result = await self._do(run)
+        except (MappingError, BridgeConfigError) as exc:
+            return await self.runs.finish(run.id, "failed", error=str(exc))
+        except BitrixError as exc:
+            if exc.retryable or exc.uncertain:
+                await self._retry_later(run, str(exc))
+            return await self.runs.finish(run.id, "failed", error=str(exc))
+        except Busy as exc:
+            await self._retry_later(run, str(exc))
+            return await self.runs.finish(run.id, "failed", error=str(exc))
+        except RetryRun:
+            raise
+        log.info("bridge.delivered", run_id=run.id, route=run.route, action=result.action, target=result.target_deal_id)
+        return await self.runs.finish(run.id, "succeeded", outcome=_outcome(result))
+
+    async def _do(self, run: Run) -> DeliveryResult:
+        route = self.routes.routes.get(run.route or "")
+        if route is None:
+            raise BridgeConfigError(f"route {run.route!r} is not in the route file")
+        deal_id = int(run.inputs["deal_id"])
+        source = await self.connections.open(self.routes.portals[route.source])
+        target = await self.connections.open(self.routes.portals[route.target])
+        recorder = self.runs.recorder(run.id)
+        if run.trigger == "status":
+            return await self.status.run(route, source, target, deal_id, recorder)
+        # A retry, or a replay, may follow a write that happened: look the record up before writing it again.
+        repeated = run.attempts > 1 or int(run.inputs.get("replays") or 0) > 0
+        event_stages = route.triggers.event_stages if run.trigger == "event" else None
+        result = await self.deliverer.deliver(
+            route,
+            source,
+            target,
+            deal_id,
+            run_id=run.id,
+            repeated=repeated,
+            observer=recorder,
+            only_stages=event_stages,
+        )
+        fields_back = route.status_back is not None and bool(route.status_back.fields)
+        if fields_back and result.target_deal_id and (result.action == "created" or repeated):
+            # The partner sees the target deal (its ID, its URL) as soon as it exists, not at its first move.
+            await self.status.run(route, source, target, result.target_deal_id, recorder)
+        return result
+
+    async def _answer(self, run: Run) -> None:
+        """The bridge robot's workflow hears the target deal's id and URL, or the error."""
+        if str(run.inputs.get("use_subscription", "Y")) == "N":
+            await self.runs.mark_answered(run.id)
+            if run.status == "failed":
+                await self.runs.mark_dead(run.id, run.error or "failed")
+            return
+        outcome = run.outcome or {}
+        if run.status == "succeeded":
+            values: dict[str, Any] = dict(outcome.get("values") or {})
+            message = str(outcome.get("message") or "")
+        else:
+            values, message = {}, f"b24bridge: {run.error or 'the delivery failed'}"
+        params = {"EVENT_TOKEN": run.event_token, "RETURN_VALUES": values, "LOG_MESSAGE": message}
+        try:
+            # The robot ran in an installed b24bridge: the run's portal, whatever the route says (or if none exists).
+            portal = await self.connections.registry.connect(run.member_id)
+            await portal.call("bizproc.event.send", params, observer=self.runs.recorder(run.id))
+        except BitrixError as exc:
+            if isinstance(exc, BitrixError) and (exc.retryable or exc.uncertain):
+                await self._retry_later(run, f"answer: {exc}", keep_status=True)
+            await self.runs.mark_dead(run.id, f"{run.error + '; ' if run.error else ''}the answer failed: {exc}")
+            return
+        await self.runs.mark_answered(run.id)
+        if run.status == "failed":
+            await self.runs.mark_dead(run.id, run.error or "failed")
+
+    async def _retry_later(self, run: Run, error: str, *, keep_status: bool = False) -> None:
+        """Raise :class:`RetryRun` with the schedule's next pause; return if the schedule is spent."""
+        pause = next_pause(self.schedule, run.attempts, self.rng.uniform(-1.0, 1.0), None)
+        if pause is None:
+            return
+        if not keep_status:
+            await self.runs.retry_scheduled(run, error, pause)
+        raise RetryRun(error, pause)
+
+
+def _outcome(result: DeliveryResult) -> dict[str, Any]:
+    message = f"Deal {result.target_deal_id} {result.action} in the target"
+    return {
+        "values": result.values(),
+        "message": message,
+        "action": result.action,
+        "changed": result.changed,
+        "contact_id": result.contact_id,
+        "company_id": result.company_id,
+        "note": result.note,
+    }

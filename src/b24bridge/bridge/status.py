@@ -1,0 +1,69 @@
+"""Status back: when the target's team moves a delivered deal, the source hears of it.
+
+A route's ``status_back`` maps target stages to source stages and computes source fields from the target deal (its
+ID and URL, say). Only what changed since the last time is written, so the target's own echo of a forward delivery
+changes nothing, and a state older than one already returned is never written over a newer one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from psycopg_pool import AsyncConnectionPool
+
+from b24bridge.bitrix import CallObserver
+
+from . import repository
+from .connections import Endpoint
+from .delivery import deal_url, modified_at
+from .mapping import MappingContext, changed, map_fields, status_back_stage
+from .route_model import Route
+from .schemas import DeliveryResult
+
+
+class StatusBackRunner:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def run(
+        self, route: Route, source: Endpoint, target: Endpoint, target_deal_id: int, observer: CallObserver
+    ) -> DeliveryResult:
+        assert route.status_back is not None
+        async with self.pool.connection() as conn:
+            link = await repository.link_by_target(conn, route.name, target.key, "DEAL", target_deal_id)
+        url = deal_url(target, target_deal_id)
+        if link is None or link.source_key != source.key:
+            return DeliveryResult(target_deal_id, url, "skipped", note="not a deal this route delivered")
+        deal = await target.portal.call("crm.deal.get", {"id": target_deal_id}, observer=observer)
+        seen = modified_at(deal)
+        if link.target_modified and seen is not None and seen < dt.datetime.fromisoformat(link.target_modified):
+            return DeliveryResult(target_deal_id, url, "skipped", note="a newer state of this deal went back already")
+        values: dict[str, object] = {}
+        stage = status_back_stage(route.status_back, str(deal.get("STAGE_ID") or ""))
+        if stage is not None:
+            values["STAGE_ID"] = stage
+        context = MappingContext(
+            target={**deal, "url": url}, source=source.view(), target_portal=target.view(), route=route.name
+        )
+        values |= map_fields(route.status_back.fields, "status_back", context)
+        update = changed(values, link.returned)
+        if update:
+            await source.portal.call(
+                "crm.deal.update",
+                {"id": link.source_id, "fields": update, "params": {"REGISTER_SONET_EVENT": "N"}},
+                observer=observer,
+            )
+        modified = deal.get("DATE_MODIFY")
+        saved = dataclasses.replace(
+            link, returned={**link.returned, **values}, target_modified=str(modified) if modified else None
+        )
+        async with self.pool.connection() as conn:
+            await repository.save_link(conn, saved)
+        return DeliveryResult(
+            target_deal_id,
+            url,
+            "updated" if update else "unchanged",
+            sorted(update),
+            note=f"source deal {link.source_id}",
+        )

@@ -1,0 +1,106 @@
+"""The webhook-only source: the source's outbound-webhook rule calls b24bridge with a per-route secret; b24bridge
+reads the deal through the source's incoming webhook and writes it to the target through the target's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.bridge_flows.conftest import BridgeService, move, new_deal, result, webhook_rule
+
+ROUTES = """
+portals:
+  partner:
+    webhook: ${SOURCE_WEBHOOK}
+  acme:
+    webhook: ${TARGET_WEBHOOK}
+routes:
+  partner-to-acme:
+    source: partner
+    target: acme
+    triggers:
+      hook:
+        secret: ${HOOK_SECRET}
+    deal:
+      TITLE: "{{ deal.TITLE }} (partner)"
+      OPPORTUNITY: {from: OPPORTUNITY, type: money}
+      CURRENCY_ID: {from: CURRENCY_ID, default: USD}
+      COMMENTS: "Partner deal {{ deal.ID }}"
+    contact:
+      match: [phone, email]
+      fields:
+        NAME: {from: NAME}
+        LAST_NAME: {from: LAST_NAME}
+        PHONE: {from: PHONE}
+        EMAIL: {from: EMAIL}
+    products: true
+"""
+
+
+def test_a_deal_moved_in_the_source_arrives_in_the_target(bridge_factory: Callable[..., BridgeService]) -> None:
+    bridge = bridge_factory(ROUTES)
+    source, target = bridge.source, bridge.target
+    webhook_rule(source, bridge.hook_url("partner-to-acme"))
+    contact = result(
+        source,
+        "crm.contact.add",
+        {"fields": {"NAME": "Ann", "LAST_NAME": "Lee", "PHONE": [{"VALUE": "+15551234567", "VALUE_TYPE": "WORK"}]}},
+    )
+    deal_id = new_deal(source, TITLE="Order 7", OPPORTUNITY=1500.5, CURRENCY_ID="EUR", CONTACT_ID=contact)
+    result(
+        source,
+        "crm.deal.productrows.set",
+        {
+            "id": deal_id,
+            "rows": [{"PRODUCT_NAME": "Widget", "PRICE": 100, "QUANTITY": 3}, {"PRODUCT_NAME": "Gadget", "PRICE": 50}],
+        },
+    )
+    move(source, deal_id)
+    [run] = bridge.settled_runs(1)
+    assert run["status"] == "succeeded", run["error"]
+    [deal] = result(target, "crm.deal.list", {"select": ["*"]})
+    # The rows make the deal's total (in both portals): 3 x 100 + 50.
+    assert deal["TITLE"] == "Order 7 (partner)" and float(deal["OPPORTUNITY"]) == 350.0
+    assert deal["CURRENCY_ID"] == "EUR" and deal["COMMENTS"] == f"Partner deal {deal_id}"
+    assert deal["ORIGINATOR_ID"] == "b24bridge" and deal["ORIGIN_ID"].endswith(f":DEAL:{deal_id}")
+    [copied] = result(target, "crm.contact.list", {"select": ["ID", "NAME", "LAST_NAME", "PHONE"]})
+    assert int(deal["CONTACT_ID"]) == int(copied["ID"]) and copied["NAME"] == "Ann"
+    assert [p["VALUE"] for p in copied["PHONE"]] == ["+15551234567"]
+    rows = result(target, "crm.deal.productrows.get", {"id": deal["ID"]})
+    assert [(r["PRODUCT_NAME"], float(r["PRICE"]), float(r["QUANTITY"])) for r in rows] == [
+        ("Widget", 100.0, 3.0), ("Gadget", 50.0, 1.0)]  # fmt: skip
+    assert run["outcome"]["values"]["target_deal_id"] == int(deal["ID"])
+
+
+def test_a_wrong_secret_stores_nothing(bridge_factory: Callable[..., BridgeService]) -> None:
+    import httpx
+
+    bridge = bridge_factory(ROUTES)
+    deal_id = new_deal(bridge.source)
+    for secret in ("wrong", "", "hook-secret-0123456789abcdeX"):
+        answer = httpx.post(f"{bridge.base_url}/bridge/hooks/partner-to-acme?secret={secret}&deal={deal_id}")
+        assert answer.status_code == 403 and answer.json() == {"error": "unknown route or wrong secret"}
+    answer = httpx.post(f"{bridge.base_url}/bridge/hooks/no-such-route?secret=x&deal={deal_id}")
+    assert answer.status_code == 404
+    assert (
+        bridge.rows("SELECT * FROM runs") == []
+        and bridge.rows("SELECT * FROM procrastinate_jobs WHERE task_name = 'bridge:run'") == []
+    )
+    assert result(bridge.target, "crm.deal.list") == []
+
+
+def test_the_same_deal_again_updates_only_what_changed(bridge_factory: Callable[..., BridgeService]) -> None:
+    bridge = bridge_factory(ROUTES)
+    source, target = bridge.source, bridge.target
+    webhook_rule(source, bridge.hook_url("partner-to-acme"))
+    deal_id = new_deal(source, TITLE="First", OPPORTUNITY=10)
+    move(source, deal_id)
+    bridge.settled_runs(1)
+    result(source, "crm.deal.update", {"id": deal_id, "fields": {"TITLE": "Second", "STAGE_ID": "NEW"}})
+    move(source, deal_id)
+    runs = bridge.settled_runs(2)
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    assert runs[1]["outcome"]["action"] == "updated" and runs[1]["outcome"]["changed"] == ["TITLE"]
+    [deal] = result(target, "crm.deal.list", {"select": ["ID", "TITLE"]})
+    assert deal["TITLE"] == "Second (partner)"
+    calls = bridge.rows("SELECT method FROM run_calls WHERE run_id = %s ORDER BY id", runs[1]["id"])
+    assert "crm.deal.add" not in [c["method"] for c in calls]
