@@ -85,6 +85,10 @@ class Services:
             "oauth_flow": self.oauth,
             "robot_intake": self.robot_intake,
             "bridge_intake": self.bridge_intake,
+            "event_handlers": {
+                "ONCRMDEALADD": self.bridge_intake.on_deal_event,
+                "ONCRMDEALUPDATE": self.bridge_intake.on_deal_event,
+            },
         }
 
     def job_context(self) -> dict[str, Any]:
@@ -200,6 +204,7 @@ async def open_services(
         connections = Connections(portals, bitrix)
         deliverer = Deliverer(pool, UserDirectory(), Dedupe(pool, redis, settings.bridge_dedupe_window))
         robot_sync = RobotSync(pool, portals, robots, settings.public_url)
+        bridge_intake = BridgeIntake(pool, routes, portals, connections, runs, job_app, keys, settings.public_url)
         installer = Installer(
             pool,
             keys,
@@ -207,7 +212,7 @@ async def open_services(
             bitrix.http,
             app,
             settings.public_url,
-            after_install=[robot_sync.on_portal_installed],
+            after_install=[robot_sync.on_portal_installed, bridge_intake.bind_events],
             guard=install_guard(settings),
         )
         stack.push_async_callback(installer.wait_idle)
@@ -227,6 +232,6 @@ async def open_services(
             robot_sync=robot_sync,
             routes=routes,
             bridge_connections=connections,
-            bridge_intake=BridgeIntake(pool, routes, portals, connections, runs, job_app, keys),
+            bridge_intake=bridge_intake,
             bridge_runner=BridgeRunner(routes, connections, deliverer, StatusBackRunner(pool), runs, schedule),
         )

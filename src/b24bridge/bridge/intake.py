@@ -16,6 +16,7 @@ import procrastinate
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from b24bridge.bitrix import BitrixError
 from b24bridge.observability import get_logger
 from b24bridge.portals.crypto import Keyring
 from b24bridge.portals.service import PortalRegistry
@@ -57,6 +58,7 @@ class BridgeIntake:
         runs: RunLog,
         jobs: procrastinate.App,
         keys: Keyring,
+        public_url: str | None,
     ) -> None:
         self.pool = pool
         self.routes = routes
@@ -65,6 +67,7 @@ class BridgeIntake:
         self.runs = runs
         self.jobs = jobs
         self.keys = keys
+        self.public_url = public_url
 
     # --- triggers -----------------------------------------------------------------------------------------------
 
@@ -114,6 +117,41 @@ class BridgeIntake:
             if route.status_back is not None and target_key == member_id and event == "ONCRMDEALUPDATE":
                 accepted.append(await self._accept(route, member_id, deal_id, "status", {}))
         return accepted
+
+    async def on_deal_event(self, member_id: str, event: str, form: Mapping[str, Any]) -> dict[str, Any]:
+        """The portal event handler for ONCRMDEALADD/UPDATE (its application token already checked)."""
+        fields = form.get("data", {}).get("FIELDS", {}) if isinstance(form.get("data"), dict) else {}
+        answers = await self.from_event(member_id, event, fields.get("ID") if isinstance(fields, dict) else None)
+        runs = [answer.run_id for answer in answers if answer.run_id is not None]
+        return {"status": "accepted" if runs else "nothing to do", "runs": runs}
+
+    async def bind_events(self, member_id: str) -> None:
+        """Install hook: bind the deal events a newly installed portal must send (bindings vanish on every update).
+
+        As a source, for routes with an events trigger; as a target, for routes that send status back."""
+        events: set[str] = set()
+        for route in self.routes.routes.values():
+            if route.triggers.event_stages and await self._is(route.source, member_id):
+                events |= {"ONCRMDEALADD", "ONCRMDEALUPDATE"}
+            if route.status_back is not None and await self._is(route.target, member_id):
+                events.add("ONCRMDEALUPDATE")
+        if not events:
+            return
+        if not self.public_url:
+            log.warning("B24BRIDGE_PUBLIC_URL is not set: deal events cannot be bound", member_id=member_id)
+            return
+        portal = await self.registry.connect(member_id)
+        handler = f"{self.public_url.rstrip('/')}/events"
+        for event in sorted(events):
+            try:
+                await portal.call("event.bind", {"event": event, "handler": handler})
+            except BitrixError as exc:
+                if "already" not in str(exc).lower():  # a binding that exists is what we wanted
+                    raise
+
+    async def _is(self, portal_name: str, member_id: str) -> bool:
+        ref = self.routes.portals[portal_name]
+        return ref.app is not None and await self.connections.key(ref) == member_id
 
     async def from_robot(self, member_id: str, form: Mapping[str, Any], auth: Mapping[str, Any]) -> Accepted:
         """The bridge robot ran in a source's workflow (its application token already checked by the caller)."""

@@ -18,7 +18,7 @@ from b24bridge.observability import get_logger
 
 from .install import Installer
 from .oauth import BROWSER_COOKIE, OAuthFlow
-from .schemas import InstallError, portal_auth
+from .schemas import EventHandler, InstallError, portal_auth
 from .service import PortalRegistry
 
 log = get_logger(__name__)
@@ -225,7 +225,11 @@ async def events(request: Request, installer: InstallerDep, registry: RegistryDe
     member_id, token = portal_auth(form)
     if await registry.verify_application_token(member_id or "", token or "") is None:
         return _unauthorised(event)
-    return JSONResponse({"status": "ignored", "event": event})
+    handlers = cast(dict[str, EventHandler], getattr(request.state, "event_handlers", {}))
+    handler = handlers.get(event)
+    if handler is None or member_id is None:
+        return JSONResponse({"status": "ignored", "event": event})
+    return JSONResponse(await handler(member_id, event, form))
 
 
 async def _install_event(installer: Installer, form: dict[str, Any], client: str | None) -> Response:

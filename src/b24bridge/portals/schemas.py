@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,6 +90,11 @@ def member_id(form: Mapping[str, Any], *path: forms.PathPart, required: bool = T
     if value is not None and not _MEMBER_ID.fullmatch(value.strip()):
         raise forms.FormError(f"field {forms.field_name(*path)}: not a member_id", field=forms.field_name(*path))
     return value.strip() if value is not None else None
+
+
+# What another domain does with a portal's event (the bridge: a deal changed): called with the portal's member_id
+# and the checked form, after the application token was verified; its answer goes back to the portal as JSON.
+EventHandler = Callable[[str, str, Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def portal_auth(form: Mapping[str, Any]) -> tuple[str | None, str | None]:
