@@ -55,7 +55,9 @@ class BridgeProcesses(BridgeService):
             "public_url": base,
             "encryption_keys": KEY,
             "routes": str(path),
-            "retry_schedule": "0.5s,1s,2s,4s,8s",
+            # Short pauses, but as many attempts as the default schedule has and more: a fault rate of one in five
+            # must not exhaust them.
+            "retry_schedule": "0.5s,1s,1s,2s,2s,3s,3s,5s,5s,5s",
             "log_level": "WARNING",
             "log_format": "json",
             **{k: str(v) for k, v in settings.items()},

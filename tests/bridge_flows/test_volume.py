@@ -44,7 +44,14 @@ def _wait_answered(bridge: BridgeService, deals: int, timeout: float) -> list[di
 
 
 def _check(bridge: BridgeService, world: volume.World, workflows: list[dict[str, Any]]) -> None:
-    volume.check_target(world, bridge.source, bridge.target, workflows)
+    def runs_of(deal_id: int) -> Any:
+        found = bridge.rows("SELECT id, status, attempts, error, outcome FROM runs WHERE document_id->>2 = %s",
+                            f"DEAL_{deal_id}")  # fmt: skip
+        calls = [bridge.rows("SELECT method, status, error FROM run_calls WHERE run_id = %s ORDER BY id", r["id"])
+                 for r in found]  # fmt: skip
+        return found, calls
+
+    volume.check_target(world, bridge.source, bridge.target, workflows, runs_of)
     assert bridge.source.control("GET", "/_sandbox/workflows?status=running")["total"] == 0
     assert {r["status"] for r in bridge.rows("SELECT status FROM runs WHERE kind = 'bridge'")} == {"succeeded"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,14 +124,26 @@ def every(portal: CloudPortal, method: str, select: list[str]) -> list[dict[str,
         start = body["next"]
 
 
-def check_target(world: World, source: CloudPortal, target: CloudPortal, workflows: list[dict[str, Any]]) -> None:
+def check_target(
+    world: World,
+    source: CloudPortal,
+    target: CloudPortal,
+    workflows: list[dict[str, Any]],
+    runs_of: Callable[[int], Any] = lambda deal_id: None,
+) -> None:
     """Every deal arrived once, linked to its contact and company (no duplicates), rows copied, users matched."""
     deals = every(target, "crm.deal.list", ["ID", "TITLE", "ORIGIN_ID", "CONTACT_ID", "COMPANY_ID", "ASSIGNED_BY_ID",
                                             "OPPORTUNITY", "STAGE_ID"])  # fmt: skip
-    assert len(deals) == len(world.deal_ids)
-    assert len({d["ORIGIN_ID"] for d in deals}) == len(world.deal_ids)
-    assert len(every(target, "crm.contact.list", ["ID"])) == world.contacts
-    assert len(every(target, "crm.company.list", ["ID"])) == world.companies
+    origins = [d["ORIGIN_ID"] for d in deals]
+    twice = sorted({o for o in origins if origins.count(o) > 1})
+    missing = sorted(set(world.deal_ids) - {int(o.rsplit(":", 1)[1]) for o in origins})
+    assert len(deals) == len(world.deal_ids) and not twice, (
+        f"{len(deals)} target deals; more than once: {twice}; missing: {[(m, runs_of(m)) for m in missing]}"
+    )
+    contacts = every(target, "crm.contact.list", ["ID", "ORIGIN_ID"])
+    assert len(contacts) == world.contacts, f"{len(contacts)} target contacts: {contacts}"
+    companies = every(target, "crm.company.list", ["ID", "ORIGIN_ID"])
+    assert len(companies) == world.companies, f"{len(companies)} target companies: {companies}"
     by_id = {int(d["ID"]): d for d in deals}
     answered = {int(w["return_values"]["target_deal_id"]) for w in workflows}
     assert answered == set(by_id), "every robot answered with its own target deal"
