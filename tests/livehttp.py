@@ -67,7 +67,9 @@ class LiveServer:
         self.port: int = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         app = app_factory(self.port)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **(options or {}))
+        config = uvicorn.Config(
+            app, **{"log_level": "warning", "access_log": False, "lifespan": "on", **(options or {})}
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()

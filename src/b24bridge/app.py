@@ -15,7 +15,8 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from b24bridge import __version__
+from b24bridge import __version__, gauges
+from b24bridge.accesslog import AccessLog
 from b24bridge.bodylimit import ASGIApp, BodyLimit
 from b24bridge.bridge.endpoints import router as bridge_router
 from b24bridge.composition import open_services
@@ -36,7 +37,7 @@ def create_service(settings: Settings, database: Database | None = None) -> ASGI
     The door is outermost so that nothing, Starlette's own error handling included, runs before a body over its
     cap is refused, and so that its JSON 500 replaces Starlette's plain-text one (docs/security.md).
     """
-    return BodyLimit(create_app(settings, database), read_timeout=settings.body_read_timeout)
+    return AccessLog(BodyLimit(create_app(settings, database), read_timeout=settings.body_read_timeout))
 
 
 def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
@@ -57,13 +58,15 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
                 worker = services.worker("serve")
                 task = asyncio.get_running_loop().create_task(worker.run())
             app.state.worker = worker
+            sampler = asyncio.get_running_loop().create_task(gauges.sample_forever(services.database.pool))
             log.info("b24bridge ready to serve", embedded_database=services.database.embedded)
             try:
                 yield services.web_state()
             finally:
-                if task is not None:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+                for running in (task, sampler):
+                    if running is not None:
+                        running.cancel()
+                await asyncio.gather(*(t for t in (task, sampler) if t is not None), return_exceptions=True)
 
     app = FastAPI(title="b24bridge", version=__version__, lifespan=lifespan)
     # Set eagerly so an app wrapped around a caller's database answers /readyz even where no lifespan runs

@@ -198,11 +198,33 @@ def worker(
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, task.cancel)
+            from b24bridge import gauges
+
+            _serve_metrics(settings.host, settings.metrics_port)
+            sampler = asyncio.get_running_loop().create_task(gauges.sample_forever(services.database.pool))
             # Asked to stop: running jobs were given their graceful timeout and are retried if cut short.
-            with contextlib.suppress(asyncio.CancelledError):
-                await services.worker("worker").run()
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await services.worker("worker").run()
+            finally:
+                sampler.cancel()
 
     _run(run())
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """A worker's /metrics (its calls to portals are counted here, not in the API): a port already taken (another
+    worker on this host) is said and skipped, the worker works on."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    from b24bridge.observability import get_logger
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        get_logger(__name__).warning("worker metrics not served", port=port, error=exc.strerror)
 
 
 @db_app.command("upgrade")

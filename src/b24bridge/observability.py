@@ -244,3 +244,21 @@ class _ASGIApp:
 def metrics_app(registry: CollectorRegistry = REGISTRY) -> Any:
     """ASGI app serving the Prometheus exposition format; metrics register on ``REGISTRY``."""
     return _ASGIApp(make_asgi_app(registry=registry))
+
+
+# --- bounded label values --------------------------------------------------------------------------------------
+
+PORTAL_LABELS = 200
+OTHER = "other"
+_seen_portals: set[str] = set()
+
+
+def portal_label(key: str) -> str:
+    """The ``portal`` label value for a portal key: itself for the first ``PORTAL_LABELS`` portals a process sees,
+    ``other`` beyond, so a service for many portals keeps its metric series bounded."""
+    if key in _seen_portals:
+        return key
+    if len(_seen_portals) < PORTAL_LABELS:
+        _seen_portals.add(key)
+        return key
+    return OTHER

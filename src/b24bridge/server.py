@@ -128,4 +128,5 @@ def server_options(read_timeout: float) -> dict[str, Any]:
     """uvicorn.Config keyword arguments for the service (``serve`` and the test servers use the same);
     ``read_timeout`` (``B24BRIDGE_BODY_READ_TIMEOUT``) is the time a request head may take, as a body may."""
     protocol = type("HeadGuardedHttpTools", (HeadGuardedHttpTools,), {"head_timeout": read_timeout})
-    return {"http": protocol, "timeout_keep_alive": KEEP_ALIVE_SECONDS}
+    # uvicorn's own access log is off: b24bridge.accesslog writes one line per request, with its correlation id.
+    return {"http": protocol, "timeout_keep_alive": KEEP_ALIVE_SECONDS, "access_log": False}

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=100, ge=1)
     # Run a job worker inside ``serve``; a scaled deployment turns this off and runs ``b24bridge worker``.
     worker_in_process: bool = True
+    # Where ``b24bridge worker`` serves /metrics (the API serves its own at /metrics); 0 turns it off.
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
     # The Bitrix24 application b24bridge is: its OAuth credentials and the OAuth server that issues tokens.
     app_client_id: str | None = None
     app_client_secret: SecretStr | None = None
@@ -206,6 +208,7 @@ _ALLOWED: dict[str, str] = {
     "environment": "must be one of development, production",
     "worker_concurrency": "must be an integer of at least 1",
     "worker_in_process": "must be true or false",
+    "metrics_port": "must be a port between 1 and 65535, or 0 for no metrics endpoint in workers",
     "bitrix_autobatch": "must be true or false",
     "routes": "must be the path of the bridge's route file (YAML)",
     "bridge_dedupe_window": "must be a number of seconds above 0 and at most 86400",

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from b24bridge.observability import portal_label
+
 from . import errors, metrics
 from .answers import Answer, CommandResult
 from .encoding import batch_command
@@ -301,7 +303,7 @@ class AutoBatcher:
                 else:
                     _fail(item, error)
                 return
-            metrics.RETRIES.labels(self.gate.key, error.code or type(error).__name__).inc()
+            metrics.RETRIES.labels(portal_label(self.gate.key), error.code or type(error).__name__).inc()
         self._push(item)
 
 

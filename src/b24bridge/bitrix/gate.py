@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from b24bridge.observability import portal_label
+
 from . import errors, metrics
 from .answers import CommandResult
 from .limiter import Limiter, Limits, wait_for_slot
@@ -28,12 +30,12 @@ class Gate:
                 waited += delay
                 await asyncio.sleep(delay)
         waited += await wait_for_slot(self.limiter, self.key, self.limits)
-        metrics.LIMITER_WAIT.labels(self.key).observe(waited)
+        metrics.LIMITER_WAIT.labels(portal_label(self.key)).observe(waited)
 
     async def take_slot(self) -> None:
         """Wait for the next request slot only (the caller checked the methods' budgets itself)."""
         waited = await wait_for_slot(self.limiter, self.key, self.limits)
-        metrics.LIMITER_WAIT.labels(self.key).observe(waited)
+        metrics.LIMITER_WAIT.labels(portal_label(self.key)).observe(waited)
 
     async def fullness(self) -> float:
         return await self.limiter.fullness(self.key, self.limits)
@@ -85,7 +87,7 @@ class Gate:
             float(finish) if finish is not None else None,
             cost_is_step=previous is not None,
         )
-        metrics.OPERATING.labels(self.key, method).set(float(operating))
+        metrics.OPERATING.labels(portal_label(self.key), method).set(float(operating))
 
     async def note_batch(self, results: Mapping[str, CommandResult], methods: Mapping[str, str]) -> None:
         """Operating times of a batch's commands, each costed against the one before it of the same method."""

@@ -11,6 +11,8 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from b24bridge.observability import portal_label
+
 from . import metrics
 from .answers import Answer, CallObserver, CallRecord, CommandResult
 from .auth import Auth, TokenPair
@@ -70,11 +72,11 @@ class Portal:
             else:
                 result = (await self.sender.execute(method, params, idempotent=safe)).result
         except BitrixError as exc:
-            metrics.CALLS.labels(self.key, method, exc.retry.value).inc()
+            metrics.CALLS.labels(portal_label(self.key), method, exc.retry.value).inc()
             if observer is not None:
                 await observer(CallRecord.of_error(method, exc, time.monotonic() - started))
             raise
-        metrics.CALLS.labels(self.key, method, "ok").inc()
+        metrics.CALLS.labels(portal_label(self.key), method, "ok").inc()
         if observer is not None:
             await observer(CallRecord(method, "ok", time.monotonic() - started))
         return result
@@ -99,7 +101,7 @@ class Portal:
             error = results[name].error
             if isinstance(error, NotExecutedError):
                 continue  # never ran: nothing to count or record
-            metrics.CALLS.labels(self.key, method, "ok" if error is None else error.retry.value).inc()
+            metrics.CALLS.labels(portal_label(self.key), method, "ok" if error is None else error.retry.value).inc()
             if observer is not None:
                 record = (
                     CallRecord(method, "ok", duration)

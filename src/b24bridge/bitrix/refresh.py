@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 import structlog
 
+from b24bridge.observability import portal_label
+
 from . import errors, metrics
 from .auth import Auth, OAuthAuth, RefreshLock, TokenLoader, TokenPair, TokenSaver
 
@@ -64,10 +66,10 @@ async def refresh_tokens(http: httpx.AsyncClient, auth: OAuthAuth, portal: str) 
         pair = await request_tokens(http, auth.token_url, params, portal)
     except errors.BitrixError as exc:
         outcome = "unreachable" if exc.status is None else (exc.code or "error")
-        metrics.REFRESHES.labels(portal, outcome).inc()
+        metrics.REFRESHES.labels(portal_label(portal), outcome).inc()
         log.warning("bitrix.token_refresh_failed", portal=portal, status=exc.status, code=exc.code)
         raise
-    metrics.REFRESHES.labels(portal, "ok").inc()
+    metrics.REFRESHES.labels(portal_label(portal), "ok").inc()
     log.info("bitrix.token_refreshed", portal=portal)
     if pair.client_endpoint:
         auth.client_endpoint = pair.client_endpoint

@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from b24bridge.observability import portal_label
+
 from . import errors, metrics
 from .answers import Answer, CommandResult, decode_batch
 from .errors import BitrixError
@@ -92,7 +94,7 @@ class Sender:
                 if time.monotonic() - began >= self.retry.max_elapsed:
                     raise
                 delay = self.retry.delay(attempt, self.rng)
-                metrics.RETRIES.labels(self.key, exc.code or type(exc).__name__).inc()
+                metrics.RETRIES.labels(portal_label(self.key), exc.code or type(exc).__name__).inc()
                 log.warning(
                     "bitrix.retry", portal=self.key, method=method, attempt=attempt, error=str(exc), delay=delay
                 )

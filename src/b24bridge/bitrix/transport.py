@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from b24bridge.observability import portal_label
+
 from . import errors, metrics
 from .answers import Answer
 from .auth import Auth
@@ -78,7 +80,7 @@ class Transport:
             error = errors.from_answer(
                 response.status_code, body, raw, method=method, portal=self.key, idempotent=idempotent
             )
-            metrics.ERRORS.labels(self.key, error.code or str(response.status_code)).inc()
+            metrics.ERRORS.labels(portal_label(self.key), error.code or str(response.status_code)).inc()
             raise error
         return Answer(body.get("result"), body.get("total"), body.get("next"), body.get("time") or {})
 
@@ -86,9 +88,9 @@ class Transport:
         self, method: str, kind: str, status: int | None, started: float, commands: int, error: str | None = None
     ) -> None:
         duration = time.monotonic() - started
-        metrics.REQUESTS.labels(self.key, kind, str(status or "none")).inc()
-        metrics.BATCH_SIZE.labels(self.key).observe(commands)
-        metrics.REQUEST_SECONDS.labels(self.key, kind).observe(duration)
+        metrics.REQUESTS.labels(portal_label(self.key), kind, str(status or "none")).inc()
+        metrics.BATCH_SIZE.labels(portal_label(self.key)).observe(commands)
+        metrics.REQUEST_SECONDS.labels(portal_label(self.key), kind).observe(duration)
         log.info(
             "bitrix.request",
             portal=self.key,

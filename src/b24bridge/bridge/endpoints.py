@@ -56,7 +56,11 @@ async def bridge_robot(
         return JSONResponse(exc.payload(), status_code=exc.status)
     if await registry.verify_application_token(member_id, token) is None:
         return JSONResponse({"error": "unknown portal or wrong application_token"}, status_code=401)
-    return _answer(await intake.from_robot(member_id, form, auth))
+    return _answer(await intake.from_robot(member_id, form, auth, _correlation(request)))
+
+
+def _correlation(request: Request) -> str | None:
+    return getattr(request.state, "correlation_id", None)
 
 
 def _hook_fields(request: Request) -> dict[str, str]:
@@ -77,7 +81,8 @@ async def bridge_hook(route: str, request: Request, intake: IntakeDep) -> JSONRe
     except FormError as exc:
         return JSONResponse(exc.payload(), status_code=exc.status)
     secret = request.query_params.get("secret", "")
-    return _answer(await intake.from_hook(route, secret, _deal(request, form), _hook_fields(request)))
+    answer = await intake.from_hook(route, secret, _deal(request, form), _hook_fields(request), _correlation(request))
+    return _answer(answer)
 
 
 @router.get("/bridge/hooks/{route}/status", operation_id="bridge_status_hook_get")
@@ -89,4 +94,4 @@ async def bridge_status_hook(route: str, request: Request, intake: IntakeDep) ->
     except FormError as exc:
         return JSONResponse(exc.payload(), status_code=exc.status)
     secret = request.query_params.get("secret", "")
-    return _answer(await intake.from_status_hook(route, secret, _deal(request, form)))
+    return _answer(await intake.from_status_hook(route, secret, _deal(request, form), _correlation(request)))

@@ -20,6 +20,7 @@ from b24bridge.bitrix import BitrixError
 from b24bridge.observability import get_logger
 from b24bridge.portals.crypto import Keyring
 from b24bridge.portals.service import PortalRegistry
+from b24bridge.runs import metrics
 from b24bridge.runs.schemas import NewRun
 from b24bridge.runs.service import RunLog
 
@@ -71,13 +72,16 @@ class BridgeIntake:
 
     # --- triggers -----------------------------------------------------------------------------------------------
 
-    async def from_hook(self, route_name: str, secret: str, deal: Any, fields: Mapping[str, str]) -> Accepted:
+    async def from_hook(
+        self, route_name: str, secret: str, deal: Any, fields: Mapping[str, str], correlation_id: str | None = None
+    ) -> Accepted:
         """The source's outbound-webhook automation rule: ``/bridge/hooks/{route}?secret=...&deal=ID``."""
         route = self.routes.routes.get(route_name)
         expected = route.triggers.hook_secret if route is not None else None
         # Compared in constant time, and compared even for an unknown route, so timing says nothing either way.
         matched = hmac.compare_digest((expected or "\0" * 32).encode(), secret.encode())
         if route is None or expected is None or not matched:
+            metrics.inbound("hook", None, route_name if route else "unknown", "refused")
             return Accepted(404 if route is None or expected is None else 403, "unknown route or wrong secret")
         deal_id = deal_id_of(deal)
         if deal_id is None:
@@ -85,14 +89,17 @@ class BridgeIntake:
         source_key = await self.connections.key(self.routes.portals[route.source])
         if source_key is None:
             return Accepted(409, f"route {route_name}: its source portal has not installed b24bridge")
-        return await self._accept(route, source_key, deal_id, "hook", fields)
+        return await self._accept(route, source_key, deal_id, "hook", fields, correlation_id)
 
-    async def from_status_hook(self, route_name: str, secret: str, deal: Any) -> Accepted:
+    async def from_status_hook(
+        self, route_name: str, secret: str, deal: Any, correlation_id: str | None = None
+    ) -> Accepted:
         """The target's outbound-webhook rule on the stages that go back: ``/bridge/hooks/{route}/status``."""
         route = self.routes.routes.get(route_name)
         expected = status_secret(self.keys, route_name)
         matched = hmac.compare_digest(expected.encode(), secret.encode())
         if route is None or route.status_back is None or not matched:
+            metrics.inbound("status", None, route_name if route else "unknown", "refused")
             return Accepted(404 if route is None or route.status_back is None else 403, "unknown route or wrong secret")
         deal_id = deal_id_of(deal)
         if deal_id is None:
@@ -100,9 +107,11 @@ class BridgeIntake:
         target_key = await self.connections.key(self.routes.portals[route.target])
         if target_key is None:
             return Accepted(409, f"route {route_name}: its target portal has not installed b24bridge")
-        return await self._accept(route, target_key, deal_id, "status", {})
+        return await self._accept(route, target_key, deal_id, "status", {}, correlation_id)
 
-    async def from_event(self, member_id: str, event: str, deal: Any) -> list[Accepted]:
+    async def from_event(
+        self, member_id: str, event: str, deal: Any, correlation_id: str | None = None
+    ) -> list[Accepted]:
         """ONCRMDEALADD/UPDATE of a portal: a delivery for each route that listens to its events (as a source), and
         a status run for each route that sends status back from it (as a target)."""
         deal_id = deal_id_of(deal)
@@ -113,17 +122,23 @@ class BridgeIntake:
             source_key = await self.connections.key(self.routes.portals[route.source])
             target_key = await self.connections.key(self.routes.portals[route.target])
             if route.triggers.event_stages and source_key == member_id:
-                accepted.append(await self._accept(route, member_id, deal_id, "event", {"event": event}))
+                fields = {"event": event}
+                accepted.append(await self._accept(route, member_id, deal_id, "event", fields, correlation_id))
             if route.status_back is not None and target_key == member_id and event == "ONCRMDEALUPDATE":
-                accepted.append(await self._accept(route, member_id, deal_id, "status", {}))
+                accepted.append(await self._accept(route, member_id, deal_id, "status", {}, correlation_id))
         return accepted
 
-    async def on_deal_event(self, member_id: str, event: str, form: Mapping[str, Any]) -> dict[str, Any]:
+    async def on_deal_event(
+        self, member_id: str, event: str, form: Mapping[str, Any], correlation_id: str | None = None
+    ) -> dict[str, Any]:
         """The portal event handler for ONCRMDEALADD/UPDATE (its application token already checked)."""
         fields = form.get("data", {}).get("FIELDS", {}) if isinstance(form.get("data"), dict) else {}
-        answers = await self.from_event(member_id, event, fields.get("ID") if isinstance(fields, dict) else None)
+        deal = fields.get("ID") if isinstance(fields, dict) else None
+        answers = await self.from_event(member_id, event, deal, correlation_id)
         runs = [answer.run_id for answer in answers if answer.run_id is not None]
-        return {"status": "accepted" if runs else "nothing to do", "runs": runs}
+        if not runs:
+            return {"status": "ignored", "event": event}  # no route listens to this portal's deals
+        return {"status": "accepted", "event": event, "runs": runs}
 
     async def bind_events(self, member_id: str) -> None:
         """Install hook: bind the deal events a newly installed portal must send (bindings vanish on every update).
@@ -153,7 +168,9 @@ class BridgeIntake:
         ref = self.routes.portals[portal_name]
         return ref.app is not None and await self.connections.key(ref) == member_id
 
-    async def from_robot(self, member_id: str, form: Mapping[str, Any], auth: Mapping[str, Any]) -> Accepted:
+    async def from_robot(
+        self, member_id: str, form: Mapping[str, Any], auth: Mapping[str, Any], correlation_id: str | None = None
+    ) -> Accepted:
         """The bridge robot ran in a source's workflow (its application token already checked by the caller)."""
         workflow_id, event_token = form.get("workflow_id"), form.get("event_token")
         properties = form.get("properties") if isinstance(form.get("properties"), dict) else {}
@@ -185,6 +202,7 @@ class BridgeIntake:
                 "use_subscription": form.get("use_subscription", "Y"),
                 "timeout_duration": form.get("timeout_duration"),
                 "auth": {key: auth[key] for key in ("member_id", "domain", "user_id") if key in auth},
+                "correlation_id": correlation_id,
             },
             # A refused call still gets a job: the workflow is answered with the error, then the run is dead.
             status="failed" if error else "queued",
@@ -193,14 +211,22 @@ class BridgeIntake:
         async with self.pool.connection() as conn, conn.transaction():
             run_id = await self.runs.open(conn, run)
             if run_id is None:
+                metrics.inbound("robot", member_id, route_name or "unknown", "duplicate")
                 return Accepted(200, "duplicate call, already accepted")
             await tasks.defer_run(self.jobs, conn, run_id, lock=deal_lock(member_id, deal_id or 0))
+        metrics.inbound("robot", member_id, route_name or "unknown", "invalid" if error else "accepted")
         return Accepted(200, "accepted", run_id)
 
     # --- accepting ---------------------------------------------------------------------------------------------
 
     async def _accept(
-        self, route: Route, portal_key: str, deal_id: int, trigger: str, fields: Mapping[str, Any]
+        self,
+        route: Route,
+        portal_key: str,
+        deal_id: int,
+        trigger: str,
+        fields: Mapping[str, Any],
+        correlation_id: str | None,
     ) -> Accepted:
         run = NewRun(
             member_id=portal_key,
@@ -208,7 +234,7 @@ class BridgeIntake:
             route=route.name,
             trigger=trigger,
             document_id=[*DOCUMENT, f"DEAL_{deal_id}"],
-            inputs={"deal_id": deal_id, "fields": dict(fields)},
+            inputs={"deal_id": deal_id, "fields": dict(fields), "correlation_id": correlation_id},
         )
         answer = Accepted(200, "accepted")
         async with self.pool.connection() as conn, conn.transaction():
@@ -226,6 +252,7 @@ class BridgeIntake:
                 answer = Accepted(200, "a delivery of this deal is already waiting; it will read the latest state")
                 raise psycopg.Rollback()
             answer = Accepted(200, "accepted", run_id)
+        metrics.inbound(trigger, portal_key, route.name, "accepted" if answer.run_id else "coalesced")
         return answer
 
 

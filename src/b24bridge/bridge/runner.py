@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import structlog
+
 from b24bridge.bitrix import BitrixError
 from b24bridge.observability import get_logger
 from b24bridge.runs.retry import RetryRun, next_pause
@@ -52,6 +54,12 @@ class BridgeRunner:
         run = await self.runs.begin_attempt(run_id)
         if run is None or run.answered_at is not None or run.status == "dead":
             return
+        # The log lines of this attempt carry the trigger's correlation id (and the run's id and route).
+        correlation = run.inputs.get("correlation_id")
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation, run_id=run.id, route=run.route):
+            await self._attempt(run)
+
+    async def _attempt(self, run: Run) -> None:
         if run.status in ("queued", "running"):
             run = await self._work(run)
         if run.workflow_id is not None:

@@ -229,7 +229,7 @@ async def events(request: Request, installer: InstallerDep, registry: RegistryDe
     handler = handlers.get(event)
     if handler is None or member_id is None:
         return JSONResponse({"status": "ignored", "event": event})
-    return JSONResponse(await handler(member_id, event, form))
+    return JSONResponse(await handler(member_id, event, form, getattr(request.state, "correlation_id", None)))
 
 
 async def _install_event(installer: Installer, form: dict[str, Any], client: str | None) -> Response:

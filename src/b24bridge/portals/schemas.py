@@ -92,9 +92,10 @@ def member_id(form: Mapping[str, Any], *path: forms.PathPart, required: bool = T
     return value.strip() if value is not None else None
 
 
-# What another domain does with a portal's event (the bridge: a deal changed): called with the portal's member_id
-# and the checked form, after the application token was verified; its answer goes back to the portal as JSON.
-EventHandler = Callable[[str, str, Mapping[str, Any]], Awaitable[dict[str, Any]]]
+# What another domain does with a portal's event (the bridge: a deal changed): called with the portal's member_id,
+# the event, the checked form and the request's correlation id, after the application token was verified; its
+# answer goes back to the portal as JSON.
+EventHandler = Callable[[str, str, Mapping[str, Any], str | None], Awaitable[dict[str, Any]]]
 
 
 def portal_auth(form: Mapping[str, Any]) -> tuple[str | None, str | None]:

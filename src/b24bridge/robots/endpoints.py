@@ -56,7 +56,8 @@ def _intake(request: Request) -> RobotIntake:
 )
 async def robot_call(code: str, request: Request, intake: Annotated[RobotIntake, Depends(_intake)]) -> JSONResponse:
     """A robot ran in a portal's workflow: accept it now (the portal waits for no one), do the work in a job."""
-    answer = await intake.accept(code, await forms.read_form(await request.body()))
+    form = await forms.read_form(await request.body())
+    answer = await intake.accept(code, form, getattr(request.state, "correlation_id", None))
     content: dict[str, object] = {"status": answer.detail}
     if answer.run_id is not None:
         content["run_id"] = answer.run_id

@@ -20,6 +20,7 @@ from b24bridge import forms
 from b24bridge.observability import get_logger
 from b24bridge.portals.schemas import portal_auth
 from b24bridge.portals.service import PortalRegistry
+from b24bridge.runs import metrics
 from b24bridge.runs.schemas import NewRun
 from b24bridge.runs.service import RunLog
 
@@ -103,12 +104,15 @@ class RobotIntake:
         self.jobs = jobs
         self.robots = robots
 
-    async def accept(self, code: str, form: Mapping[str, Any]) -> CallAnswer:
+    async def accept(self, code: str, form: Mapping[str, Any], correlation_id: str | None = None) -> CallAnswer:
+        """``correlation_id`` (the request's) is kept with the run, so the job's log lines carry it too."""
         call = read_call(code, form)  # FormError (a 4xx) before anything touches the database
         if not call.member_id or not call.application_token:
+            metrics.inbound("robot", None, code, "refused")
             return CallAnswer(401, "member_id and application_token are required")
         if await self.registry.verify_application_token(call.member_id, call.application_token) is None:
             log.warning("robots.call_refused", member_id=call.member_id, code=code)
+            metrics.inbound("robot", None, code, "refused")
             return CallAnswer(401, "unknown portal or wrong application_token")
 
         status, error, values = "queued", None, {}
@@ -126,7 +130,7 @@ class RobotIntake:
             workflow_id=call.workflow_id,
             event_token=call.event_token,
             document_id=call.document_id,
-            inputs={**call.inputs, "values": values},
+            inputs={**call.inputs, "values": values, "correlation_id": correlation_id},
             status=status,
             error=error,
             deadline_at=_deadline(call.timeout),
@@ -134,10 +138,12 @@ class RobotIntake:
         async with self.pool.connection() as conn, conn.transaction():
             run_id = await self.runs.open(conn, run)
             if run_id is None:
+                metrics.inbound("robot", call.member_id, code, "duplicate")
                 return CallAnswer(200, "duplicate call, already accepted")
             await tasks.defer_run(self.jobs, conn, run_id)
         if error is not None:
             log.info("robots.call_invalid", member_id=call.member_id, code=code, run_id=run_id, error=error)
+        metrics.inbound("robot", call.member_id, code, "invalid" if error else "accepted")
         return CallAnswer(200, "accepted", run_id=run_id)
 
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from b24bridge.bitrix import BitrixError, CallObserver, Portal
 from b24bridge.observability import get_logger
 from b24bridge.portals.service import PortalRegistry
@@ -83,6 +85,11 @@ class RobotRunner:
         if run is None:
             log.warning("robots.run_missing", run_id=run_id)
             return
+        # The log lines of this attempt carry the robot call's correlation id (and the run's id).
+        with structlog.contextvars.bound_contextvars(correlation_id=run.inputs.get("correlation_id"), run_id=run.id):
+            await self._attempt(run)
+
+    async def _attempt(self, run: Run) -> None:
         if run.answered_at is not None or run.status == "dead":
             return  # a duplicate job or a re-run after the answer: nothing left to do
         if not run.final:

@@ -50,6 +50,8 @@ class RunLog:
         if run is None:
             raise LookupError(f"run {run_id} does not exist")
         metrics.RUNS_FINISHED.labels(run.kind, status).inc()
+        if run.finished_at is not None:
+            metrics.RUN_LATENCY.labels(run.kind, status).observe((run.finished_at - run.created_at).total_seconds())
         return run
 
     async def mark_dead(self, run_id: int, reason: str) -> None:
