@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import errno
 import importlib
+import json
 import signal
 import socket
 import sys
@@ -99,11 +101,38 @@ def _run(job: Coroutine[Any, Any, T]) -> T:
         _fail(f"B24BRIDGE_DATABASE_URL: the database cannot be reached ({reason})", EXIT_ENVIRONMENT)
 
 
+def _stdout() -> Console:
+    """Where results go (logs go to stderr). Piped into a file or another program, tables are not cut to a
+    terminal's width: a wide virtual width keeps every column whole."""
+    return Console() if sys.stdout.isatty() else Console(width=10_000)
+
+
+def _emit(table: object, data: object, as_json: bool) -> None:
+    """A table for people, or (``--json``) the same records as one JSON document for scripts."""
+    if as_json:
+        typer.echo(json.dumps(_plain(data), ensure_ascii=False, indent=1, default=str))
+    else:
+        _stdout().print(table)
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
 def _print_found(found: object | None, missing: str) -> None:
     """Print what a ``show`` command found; exit 1 with ``missing`` when there is nothing."""
     if found is None:
         _fail(missing, 1)
-    Console().print(found)
+    _stdout().print(found)
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table")]
 
 
 @asynccontextmanager
@@ -242,6 +271,24 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     typer.echo(f"database at revision {_run(run())}")
 
 
+keys_app = typer.Typer(help="Encryption keys for portal tokens (B24BRIDGE_ENCRYPTION_KEYS).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(kid: Annotated[str, typer.Option(help="The key's id, kept with what it encrypts")] = "k1") -> None:
+    """Print a new key as B24BRIDGE_ENCRYPTION_KEYS takes it (kid:key). To rotate, put the new one first and keep
+    the old ones after it: the first encrypts, every one decrypts."""
+    from b24bridge.portals.crypto import KeyConfigError, new_key, parse_keys
+
+    entry = f"{kid}:{new_key()}"
+    try:
+        parse_keys(entry)
+    except KeyConfigError as exc:
+        _fail(str(exc))
+    typer.echo(entry)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -292,28 +339,36 @@ def portals_list(
     status: Annotated[
         str | None, typer.Option(help="Only portals in this status (active, uninstalled, auth_lost)")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List installed portals (no secrets are shown)."""
     from b24bridge.portals import repository, views
 
     async def read(database: Any) -> Any:
         async with database.pool.connection() as conn:
-            return views.portals_table(await repository.list_all(conn, status))
+            return await repository.list_all(conn, status)
 
-    Console().print(_read(read))
+    rows = _read(read)
+    _emit(views.portals_table(rows), [views.public(row) for row in rows], as_json)
 
 
 @portals_app.command("show")
-def portals_show(member_id: Annotated[str, typer.Argument(help="The portal's member_id")]) -> None:
+def portals_show(
+    member_id: Annotated[str, typer.Argument(help="The portal's member_id")], as_json: JsonOption = False
+) -> None:
     """Show one portal and its recent history (no secrets are shown)."""
     from b24bridge.portals import repository, views
 
     async def read(database: Any) -> Any:
         async with database.pool.connection() as conn:
             row = await repository.get(conn, member_id)
-            return None if row is None else views.portal_detail(row, await repository.events(conn, member_id))
+            return None if row is None else (row, await repository.events(conn, member_id))
 
-    _print_found(_read(read), f"no portal {member_id}")
+    found = _read(read)
+    if found is None:
+        _fail(f"no portal {member_id}", 1)
+    row, history = found
+    _emit(views.portal_detail(row, history), {**views.public(row), "history": history}, as_json)
 
 
 runs_app = typer.Typer(help="The run log: every robot call, its outbound calls and outcome.", no_args_is_help=True)
@@ -327,9 +382,12 @@ def runs_list(
         str | None,
         typer.Option(help="Only runs in this status (queued, running, succeeded, failed, uncertain, dead)"),
     ] = None,
+    kind: Annotated[str | None, typer.Option(help="Only runs of this kind (robot, bridge)")] = None,
+    route: Annotated[str | None, typer.Option(help="Only runs of this bridge route")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
-    """List robot runs, newest first."""
+    """List runs (robot calls and bridge deliveries), newest first."""
     from b24bridge.runs import views
     from b24bridge.runs.schemas import STATUSES, RunFilter
     from b24bridge.runs.service import RunLog
@@ -338,23 +396,27 @@ def runs_list(
         _fail(f"--status must be one of {', '.join(STATUSES)}")
 
     async def read(database: Any) -> Any:
-        where = RunFilter(member_id=portal, status=status)
-        return views.runs_table(await RunLog(database.pool).list_runs(where, limit))
+        where = RunFilter(member_id=portal, status=status, kind=kind, route=route)
+        return await RunLog(database.pool).list_runs(where, limit)
 
-    Console().print(_read(read))
+    runs = _read(read)
+    _emit(views.runs_table(runs), runs, as_json)
 
 
 @runs_app.command("show")
-def runs_show(run_id: Annotated[int, typer.Argument(help="The run's id")]) -> None:
+def runs_show(run_id: Annotated[int, typer.Argument(help="The run's id")], as_json: JsonOption = False) -> None:
     """Show one run: inputs (without secrets), every outbound call, outcome and timestamps."""
     from b24bridge.runs import views
     from b24bridge.runs.service import RunLog
 
     async def read(database: Any) -> Any:
-        found = await RunLog(database.pool).show(run_id)
-        return None if found is None else views.run_detail(*found)
+        return await RunLog(database.pool).show(run_id)
 
-    _print_found(_read(read), f"no run {run_id}")
+    found = _read(read)
+    if found is None:
+        _fail(f"no run {run_id}", 1)
+    run, calls = found
+    _emit(views.run_detail(run, calls), {**_plain(run), "calls": calls}, as_json)  # type: ignore[dict-item]
 
 
 @runs_app.command("answer")
@@ -433,7 +495,7 @@ def routes_check() -> None:
         return problems + check_routes(services.routes, schemas), services
 
     problems, services = _with_services(use)
-    Console().print(views.hooks_table(services.routes, services.settings.public_url or "", services.keys))
+    _stdout().print(views.hooks_table(services.routes, services.settings.public_url or "", services.keys))
     for problem in problems:
         typer.echo(problem)
     if problems:
@@ -472,7 +534,7 @@ def robots_sync(
     from b24bridge.robots import views
 
     reports = _with_services(lambda services: services.robot_sync.sync_all(portal))
-    Console().print(views.sync_table(reports))
+    _stdout().print(views.sync_table(reports))
     if any(report.error is not None for report in reports):
         raise typer.Exit(1)
 
@@ -480,11 +542,13 @@ def robots_sync(
 @robots_app.command("list")
 def robots_list(
     portal: Annotated[str | None, typer.Option(help="Only this portal (member_id) [default: every active one]")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Declared robots versus those registered in each portal."""
     from b24bridge.robots import views
 
-    Console().print(views.states_table(_with_services(lambda services: services.robot_sync.states(portal))))
+    states = _with_services(lambda services: services.robot_sync.states(portal))
+    _emit(views.states_table(states), states, as_json)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from pydantic import SecretStr
 
 from b24bridge.portals import crypto
 from b24bridge.settings import Settings
@@ -96,3 +97,16 @@ def test_production_without_a_key_is_refused(tmp_path: Path) -> None:
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("B24BRIDGE_ENCRYPTION_KEYS: is required in production")
     assert not (tmp_path / crypto.KEY_FILE).exists()
+
+
+def test_keys_generate_prints_a_key_the_service_accepts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("B24BRIDGE_")}
+    command = [sys.executable, "-m", "b24bridge.cli", "keys", "generate", "--kid", "k7"]
+    first, second = (subprocess.run(command, env=env, capture_output=True, text=True, timeout=60) for _ in "ab")
+    assert first.returncode == 0, first.stderr
+    entry = first.stdout.strip()
+    assert entry.startswith("k7:") and entry != second.stdout.strip()
+    ring = crypto.keyring(Settings(data_dir=tmp_path, encryption_keys=SecretStr(entry), environment="production"))
+    assert ring.decrypt(ring.encrypt("token")) == "token"
+    bad = subprocess.run([*command[:-1], "no:colons"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -132,7 +133,8 @@ def test_cli_lists_and_shows_portals_without_secrets(bridge: Bridge) -> None:
     bridge.wait_bound()
     [row] = rows(bridge.database_url, "SELECT * FROM portals")
     env = {k: v for k, v in os.environ.items() if not k.startswith("B24BRIDGE_")}
-    env |= {"B24BRIDGE_DATABASE_URL": bridge.database_url, "B24BRIDGE_ENCRYPTION_KEYS": KEY, "COLUMNS": "200"}
+    # No COLUMNS: piped output must not be cut to a guessed terminal width.
+    env |= {"B24BRIDGE_DATABASE_URL": bridge.database_url, "B24BRIDGE_ENCRYPTION_KEYS": KEY}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "b24bridge.cli", "portals", *args]
@@ -150,3 +152,12 @@ def test_cli_lists_and_shows_portals_without_secrets(bridge: Bridge) -> None:
         assert row[column] not in shown.stdout
     missing = run("show", "nobody")
     assert missing.returncode == 1 and "no portal nobody" in missing.stderr
+    as_json = run("list", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    [listed_row] = json.loads(as_json.stdout)
+    assert listed_row["member_id"] == auth["member_id"] and listed_row["status"] == "active"
+    detail = json.loads(run("show", auth["member_id"], "--json").stdout)
+    assert detail["domain"] == row["domain"] and detail["history"]
+    stored = (row["access_token_enc"], row["refresh_token_enc"], row["application_token_hash"])
+    for secret in (auth["access_token"], auth["refresh_token"], auth["application_token"], *stored):
+        assert secret not in as_json.stdout + json.dumps(detail)

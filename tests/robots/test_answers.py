@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +104,11 @@ def test_an_answer_that_cannot_be_delivered_ends_dead_and_can_be_answered_again(
     listed = _cli(bridge, "runs", "list", "--status", "dead")
     assert listed.returncode == 0, listed.stderr
     assert str(run["id"]) in listed.stdout and "dead" in listed.stdout and "503" in listed.stdout
+    as_json = _cli(bridge, "runs", "list", "--status", "dead", "--kind", "robot", "--json")
+    assert [(r["id"], r["status"], r["kind"]) for r in json.loads(as_json.stdout)] == [(run["id"], "dead", "robot")]
+    assert json.loads(_cli(bridge, "runs", "list", "--kind", "bridge", "--json").stdout) == []
+    shown = json.loads(_cli(bridge, "runs", "show", str(run["id"]), "--json").stdout)
+    assert shown["id"] == run["id"] and shown["calls"] and all("503" in str(c) for c in shown["calls"][-1:])
 
     # The portal is back: the operator answers the workflow again; it gets the robot's outcome once.
     sandbox.control("DELETE", "/_sandbox/faults")

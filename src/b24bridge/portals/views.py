@@ -37,3 +37,12 @@ def portal_detail(row: PortalRow, history: list[dict[str, Any]]) -> Table:
     for event in history:
         out.add_row(f"event {event['at']:%Y-%m-%d %H:%M:%S}", f"{event['kind']} {event['detail']}")
     return out
+
+
+def public(row: PortalRow) -> dict[str, Any]:
+    """A portal row without its secrets (for ``--json``): encrypted tokens and the token hash are left out."""
+    hidden = {"access_token_enc", "refresh_token_enc", "application_token_hash"}
+    shown = {name: value for name, value in row.__dict__.items() if name not in hidden}
+    shown["tokens_stored"] = bool(row.access_token_enc)
+    shown["application_token_known"] = bool(row.application_token_hash)
+    return shown
