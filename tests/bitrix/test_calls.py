@@ -45,6 +45,8 @@ async def test_concurrent_calls_are_packed_into_batches(portal: Portal, sandbox:
 
 
 async def test_each_caller_gets_its_own_error(portal: Portal) -> None:
+    good: object
+    bad: object
     good, bad = await asyncio.gather(
         portal.call("crm.contact.add", contact(1)),
         portal.call("crm.contact.get", {"id": 987654}),
@@ -136,7 +138,7 @@ async def test_chain_uses_earlier_results_and_shares_requests(portal: Portal, sa
     found = await asyncio.gather(*(chain(i) for i in range(20)), *(portal.call("user.current") for _ in range(5)))
     chains = found[:20]
     for i, got in enumerate(chains):
-        assert got["get"]["ID"] == str(got["add"]) and got["get"]["NAME"] == f"Name{i}"  # type: ignore[index]
+        assert got["get"]["ID"] == str(got["add"]) and got["get"]["NAME"] == f"Name{i}"
     # 45 commands in at most a few requests: the chains travelled together with the plain calls.
     assert requests_sent(portal) - before <= 4
 
@@ -153,7 +155,7 @@ async def test_a_failing_chain_stops_itself_and_no_one_else(portal: Portal, sand
     bad, *rest = await asyncio.gather(bad_then_answer, *good, *singles)
     assert isinstance(bad["get"].error, errors.BadRequestError)
     assert isinstance(bad["add"].error, errors.NotExecutedError)  # halted: never ran
-    assert all(result["add"].error is None for result in rest[:5])  # type: ignore[index]
+    assert all(result["add"].error is None for result in rest[:5])
     assert all(isinstance(value, int) for value in rest[5:])
     names = [c["LAST_NAME"] for c in sandbox.call("crm.contact.list", {"select": ["LAST_NAME"]}).json()["result"]]
     assert "Never" not in names and len(names) == 10

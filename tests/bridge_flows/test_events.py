@@ -61,8 +61,8 @@ def test_stages_arrive_in_order_and_won_comes_back_without_bouncing(
     assert all(r["member_id"] == member and r["trigger"] == "event" for r in runs)
     assert all(r["status"] == "succeeded" for r in runs), [r["error"] for r in runs]
     # One deal's runs ran one at a time, in the order the changes came in.
-    for earlier, later in itertools.pairwise(runs):
-        assert earlier["finished_at"] <= later["started_at"]
+    for before, after in itertools.pairwise(runs):
+        assert before["finished_at"] <= after["started_at"]
     [target_deal] = result(target, "crm.deal.list", {"select": ["ID", "STAGE_ID"]})
 
     writes_before = _target_writes(bridge)

@@ -29,12 +29,13 @@ class PortalClient:
         self.refresh_info()
 
     def refresh_info(self) -> dict[str, Any]:
-        self.info = self.control("GET", "/_sandbox/")
+        info: dict[str, Any] = self.control("GET", "/_sandbox/")
+        self.info = info
         self.webhook_url: str = self.info["webhooks"][0]["url"]
         app = self.info["apps"][0]
         self.client_id: str = app["client_id"]
         self.client_secret: str = app["client_secret"]
-        return self.info
+        return info
 
     def control(self, method: str, path: str, json: Any = None) -> Any:
         response = self.http.request(method, path, json=json)

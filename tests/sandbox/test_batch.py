@@ -22,7 +22,8 @@ def batch(sandbox: LiveSandbox, cmd: Any, halt: int | None = None) -> dict[str, 
     body: dict[str, Any] = response.json()
     assert set(body) == {"result", "time"}
     assert set(body["result"]) == SECTIONS
-    return body["result"]
+    found: dict[str, Any] = body["result"]
+    return found
 
 
 def test_batch_of_system_methods(sandbox: LiveSandbox) -> None:
