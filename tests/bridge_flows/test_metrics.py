@@ -101,11 +101,18 @@ def test_every_family_from_start_up_and_the_right_counts_after_a_delivery(
     [copied] = result(bridge.target, "crm.deal.list", {"select": ["ID"]})
     assert copied
 
+    # Unauthenticated callers choose the path: made-up robot codes and routes are counted, under one label.
+    for path in ("/robots/made_up_1", "/robots/made_up_2", "/bridge/hooks/made-up?secret=x&deal=1"):
+        call = {"auth[member_id]": "m", "auth[application_token]": "t", "workflow_id": "w", "event_token": "e"}
+        refused = httpx.post(bridge.base_url + path, data=call)
+        assert refused.status_code in (401, 404), refused.text
     _, _, api = _scrape(api_url)
+    assert not [key for key in api if any("made" in value for _, value in key[1])]
+    assert _value(api, "b24bridge_inbound_total", route="unknown", outcome="refused") == 3
     hook = {"kind": "hook", "route": "partner-to-acme"}
     assert _value(api, "b24bridge_inbound_total", **hook, outcome="accepted") == 1
     assert _value(api, "b24bridge_inbound_total", **hook) == 1
-    assert _value(api, "b24bridge_http_request_seconds_count", route="/bridge/hooks/{route}") == 1
+    assert _value(api, "b24bridge_http_request_seconds_count", route="/bridge/hooks/{route}", status="200") == 1
 
     _, _, worker = _scrape(worker_url)
     bridge_kind = {"kind": "bridge"}

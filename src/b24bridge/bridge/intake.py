@@ -208,13 +208,15 @@ class BridgeIntake:
             status="failed" if error else "queued",
             error=error,
         )
+        # A label names only a route of the file: a made-up name must not add a metric series.
+        label = route_name if route is not None else "unknown"
         async with self.pool.connection() as conn, conn.transaction():
             run_id = await self.runs.open(conn, run)
             if run_id is None:
-                metrics.inbound("robot", member_id, route_name or "unknown", "duplicate")
+                metrics.inbound("robot", member_id, label, "duplicate")
                 return Accepted(200, "duplicate call, already accepted")
             await tasks.defer_run(self.jobs, conn, run_id, lock=deal_lock(member_id, deal_id or 0))
-        metrics.inbound("robot", member_id, route_name or "unknown", "invalid" if error else "accepted")
+        metrics.inbound("robot", member_id, label, "invalid" if error else "accepted")
         return Accepted(200, "accepted", run_id)
 
     # --- accepting ---------------------------------------------------------------------------------------------

@@ -107,12 +107,14 @@ class RobotIntake:
     async def accept(self, code: str, form: Mapping[str, Any], correlation_id: str | None = None) -> CallAnswer:
         """``correlation_id`` (the request's) is kept with the run, so the job's log lines carry it too."""
         call = read_call(code, form)  # FormError (a 4xx) before anything touches the database
+        # The code is part of an unauthenticated URL: only a declared robot's code may become a metric label.
+        label = code if code in self.robots else "unknown"
         if not call.member_id or not call.application_token:
-            metrics.inbound("robot", None, code, "refused")
+            metrics.inbound("robot", None, label, "refused")
             return CallAnswer(401, "member_id and application_token are required")
         if await self.registry.verify_application_token(call.member_id, call.application_token) is None:
             log.warning("robots.call_refused", member_id=call.member_id, code=code)
-            metrics.inbound("robot", None, code, "refused")
+            metrics.inbound("robot", None, label, "refused")
             return CallAnswer(401, "unknown portal or wrong application_token")
 
         status, error, values = "queued", None, {}
@@ -138,12 +140,12 @@ class RobotIntake:
         async with self.pool.connection() as conn, conn.transaction():
             run_id = await self.runs.open(conn, run)
             if run_id is None:
-                metrics.inbound("robot", call.member_id, code, "duplicate")
+                metrics.inbound("robot", call.member_id, label, "duplicate")
                 return CallAnswer(200, "duplicate call, already accepted")
             await tasks.defer_run(self.jobs, conn, run_id)
         if error is not None:
             log.info("robots.call_invalid", member_id=call.member_id, code=code, run_id=run_id, error=error)
-        metrics.inbound("robot", call.member_id, code, "invalid" if error else "accepted")
+        metrics.inbound("robot", call.member_id, label, "invalid" if error else "accepted")
         return CallAnswer(200, "accepted", run_id=run_id)
 
 
