@@ -2,7 +2,8 @@
 running and dead; jobs waiting and the age of the oldest; live workers; portals by status.
 
 Every process that serves or works samples (the values are global, so any one of them can be scraped; they agree).
-A failed sample (the database away) leaves the last values and is logged at debug: ``/readyz`` reports outages.
+A failed sample (the database away) leaves the last values, sets ``b24bridge_database_up`` to 0 and is logged at
+debug; ``b24bridge_gauges_sampled_timestamp_seconds`` says how old the values are.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ for _kind, _status in _STATES:
 for _portal_status in ("active", "uninstalled", "auth_lost"):
     PORTALS.labels(_portal_status).set(0)
 BUILD.labels(__version__).set(1)
+DATABASE_UP = Gauge("b24bridge_database_up", "1 when this process's last sample of the database succeeded, else 0")
+SAMPLED_AT = Gauge(
+    "b24bridge_gauges_sampled_timestamp_seconds", "When the database gauges were last sampled successfully (Unix time)"
+)
 
 _RUNS = "SELECT kind, status, count(*) FROM runs WHERE status IN ('queued', 'running', 'dead') GROUP BY 1, 2"
 _JOBS = """
@@ -66,12 +71,15 @@ async def sample(pool: AsyncConnectionPool) -> None:
     WORKERS_ALIVE.set(workers[0] if workers is not None else 0)
     for status in ("active", "uninstalled", "auth_lost"):
         PORTALS.labels(status).set(portals.get(status, 0))
+    DATABASE_UP.set(1)
+    SAMPLED_AT.set_to_current_time()
 
 
 async def sample_forever(pool: AsyncConnectionPool, every: float = SAMPLE_EVERY) -> None:
     while True:
         try:
             await sample(pool)
-        except Exception as exc:  # the database away: keep the last values, /readyz says what is wrong
+        except Exception as exc:  # the database away: keep the last values, say they are stale
+            DATABASE_UP.set(0)
             log.debug("gauges.sample_failed", error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(every)

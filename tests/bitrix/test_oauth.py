@@ -142,3 +142,36 @@ async def test_refresh_is_single_flight_across_processes(sandbox: LiveSandbox, r
         await redis_b.aclose()
     assert counter(sandbox, "oauth_requests:refresh_token") == 1
     assert auth_a.tokens.access_token == auth_b.tokens.access_token == store.saved[-1].access_token
+
+
+class SlowStore(Store):
+    """A token store whose writes take a while to commit, as a database's may under load."""
+
+    async def save(self, pair: TokenPair) -> None:
+        await asyncio.sleep(0.3)
+        self.saved.append(pair)
+
+
+async def test_a_refresh_token_spent_by_another_process_is_not_a_lost_portal(sandbox: LiveSandbox) -> None:
+    """Two processes that share the token store but no lock (a lock that failed, a misconfiguration) refresh at
+    once: the OAuth server refuses the second, whose refresh token the first has just spent. The second must find
+    the first's pair in the store, not declare the portal lost, which only a re-installation undoes."""
+    tokens = install(sandbox)
+    store = SlowStore()
+    store.saved.append(TokenPair.from_answer(tokens))
+    lost: list[errors.AuthLostError] = []
+
+    async def on_lost(exc: errors.AuthLostError) -> None:
+        lost.append(exc)
+
+    async with BitrixClient() as a, BitrixClient() as b:
+        auth_a, auth_b = oauth(sandbox, tokens), oauth(sandbox, tokens)
+        options: dict[str, Any] = {"on_tokens": store.save, "load_tokens": store.load, "on_auth_lost": on_lost}
+        portal_a = a.portal(auth_a, key="shared", **options)
+        portal_b = b.portal(auth_b, key="shared", **options)
+        sandbox.control("POST", "/_sandbox/tokens/expire", {"client_id": sandbox.client_id})
+        await asyncio.gather(portal_a.call("profile"), portal_b.call("profile"))
+    assert lost == []
+    # Both refreshed at the server (the second was refused), and both use the pair the first saved.
+    assert counter(sandbox, "oauth_requests:refresh_token") == 2
+    assert auth_a.tokens.refresh_token == auth_b.tokens.refresh_token == store.saved[-1].refresh_token

@@ -20,6 +20,13 @@ LIMITER_WAIT = Histogram(
 OPERATING = Gauge(
     "b24bridge_bitrix_operating_seconds", "Server time used in the 10-minute window", ["portal", "method"]
 )
+REDIS_UNAVAILABLE = Counter(
+    "b24bridge_redis_unavailable_total",
+    "Redis operations that failed and were answered from this process's own state instead, by use",
+    ["use"],
+)
+for _use in ("limiter", "refresh_lock", "dedupe"):
+    REDIS_UNAVAILABLE.labels(_use)
 REFRESHES = Counter("b24bridge_bitrix_token_refreshes_total", "OAuth token refreshes", ["portal", "outcome"])
 REQUEST_SECONDS = Histogram(
     "b24bridge_bitrix_request_seconds", "Duration of HTTP requests to portals", ["portal", "kind"]

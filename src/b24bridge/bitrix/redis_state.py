@@ -1,6 +1,10 @@
 """Limiter state and refresh locks in Redis, shared by every process and machine talking to one portal.
 
 The bucket is updated by one Lua script using Redis' own clock, so processes with skewed clocks still agree.
+
+Redis is optional and may fail: while it does not answer, each process falls back to its own state (its own
+limiter, the refresh lock it was given as fallback) and tries Redis again a few seconds later. Calls to portals go
+on; only the sharing is lost, and that is logged and counted (``b24bridge_redis_unavailable_total``).
 """
 
 from __future__ import annotations
@@ -8,13 +12,64 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from . import metrics
+from .auth import LocalRefreshLock, RefreshLock
 from .limiter import Limits, MemoryLimiter
+
+T = TypeVar("T")
+# What a failing Redis raises: its own errors, and socket errors that slip through unwrapped.
+REDIS_FAILURES = (RedisError, OSError)
+log = structlog.get_logger("b24bridge.bitrix")
+
+
+class RedisFallback:
+    """Runs a Redis operation, or its fallback while Redis fails. After a failure Redis is left alone for
+    ``pause`` seconds, so a down Redis costs one timeout per pause, not one per call."""
+
+    def __init__(self, use: str, pause: float = 5.0) -> None:
+        self.use = use
+        self.pause = pause
+        self._down_until = 0.0
+        self._down = False
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    async def run(self, operation: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]]) -> T:
+        if not self.available:
+            return await fallback()
+        try:
+            result = await operation()
+        except REDIS_FAILURES as exc:
+            self.failed(exc)
+            return await fallback()
+        if self._down:
+            self._down = False
+            log.info("redis.back", use=self.use)
+        return result
+
+    def failed(self, exc: BaseException) -> None:
+        metrics.REDIS_UNAVAILABLE.labels(self.use).inc()
+        self._down_until = time.monotonic() + self.pause
+        if not self._down:
+            self._down = True
+            # The error text may hold the URL; only its type is said.
+            log.warning("redis.unavailable", use=self.use, error=type(exc).__name__, retry_in=self.pause)
+
+
+async def nothing() -> None:
+    """The fallback of a Redis operation that only shares: without Redis there is nothing to do or know."""
+    return None
+
 
 _RESERVE = """
 local t = redis.call('TIME')
@@ -57,10 +112,11 @@ return 0
 class RedisLimiter:
     """The limiter protocol over Redis; in-flight counts and cost estimates stay local to the process."""
 
-    def __init__(self, redis: Redis, prefix: str = "b24bridge") -> None:
+    def __init__(self, redis: Redis, prefix: str = "b24bridge", retry_after: float = 5.0) -> None:
         self.redis = redis
         self.prefix = prefix
         self._local = MemoryLimiter()
+        self._shared = RedisFallback("limiter", retry_after)
         self._reserve: Any = redis.register_script(_RESERVE)
         self._fill: Any = redis.register_script(_FILL)
         self._record: Any = redis.register_script(_RECORD)
@@ -73,20 +129,30 @@ class RedisLimiter:
 
     async def reserve_request(self, portal: str, limits: Limits) -> float:
         ttl = int(1000 * (limits.burst / limits.drain + 60))
-        wait = await self._reserve(keys=[self._bucket(portal)], args=[limits.capacity, limits.drain, ttl])
-        return float(wait)
+
+        async def shared() -> float:
+            return float(await self._reserve(keys=[self._bucket(portal)], args=[limits.capacity, limits.drain, ttl]))
+
+        return await self._shared.run(shared, lambda: self._local.reserve_request(portal, limits))
 
     async def fullness(self, portal: str, limits: Limits) -> float:
-        level, updated = await self.redis.hmget(self._bucket(portal), ["level", "updated"])
-        if level is None or updated is None:
-            return 0.0
-        # Redis keeps its own clock; the skew between it and ours only shifts this estimate slightly.
-        current = float(level) - (time.time() - float(updated)) * limits.drain
-        return min(1.0, max(0.0, current / limits.capacity))
+        async def shared() -> float:
+            level, updated = await self.redis.hmget(self._bucket(portal), ["level", "updated"])
+            if level is None or updated is None:
+                return 0.0
+            # Redis keeps its own clock; the skew between it and ours only shifts this estimate slightly.
+            current = float(level) - (time.time() - float(updated)) * limits.drain
+            return min(1.0, max(0.0, current / limits.capacity))
+
+        return await self._shared.run(shared, lambda: self._local.fullness(portal, limits))
 
     async def request_refused(self, portal: str, limits: Limits) -> None:
         ttl = int(1000 * (limits.burst / limits.drain + 60))
-        await self._fill(keys=[self._bucket(portal)], args=[limits.burst, ttl])
+
+        async def shared() -> None:
+            await self._fill(keys=[self._bucket(portal)], args=[limits.burst, ttl])
+
+        await self._shared.run(shared, lambda: self._local.request_refused(portal, limits))
 
     async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
         await self._sync(portal, method)
@@ -99,7 +165,14 @@ class RedisLimiter:
     async def _sync(self, portal: str, method: str) -> None:
         """Adopt the newest shared report of this method's budget."""
         fields = ["used", "reset_at", "blocked_until", "seen"]
-        shared = await self.redis.hmget(self._method(portal, method), fields)
+
+        async def read() -> list[Any] | None:
+            found: list[Any] = await self.redis.hmget(self._method(portal, method), fields)
+            return found
+
+        shared = await self._shared.run(read, nothing)
+        if shared is None:
+            return  # this process's own view stands
         local = self._local.state_of(portal, method)
         if shared[0] is not None and float(shared[3] or 0) >= local.seen:
             local.used = float(shared[0])
@@ -120,14 +193,21 @@ class RedisLimiter:
     ) -> None:
         await self._local.record_operating(portal, method, operating, reset_at, cost, at, cost_is_step)
         seen = at if at is not None else time.time()
-        await self._record(
-            keys=[self._method(portal, method)], args=[operating, "" if reset_at is None else reset_at, seen]
-        )
+
+        async def shared() -> None:
+            args = [operating, "" if reset_at is None else reset_at, seen]
+            await self._record(keys=[self._method(portal, method)], args=args)
+
+        await self._shared.run(shared, nothing)
 
     async def method_blocked(self, portal: str, method: str) -> None:
         await self._local.method_blocked(portal, method)
         until = self._local.state_of(portal, method).blocked_until
-        await self.redis.hset(self._method(portal, method), "blocked_until", str(until))
+
+        async def shared() -> None:
+            await self.redis.hset(self._method(portal, method), "blocked_until", str(until))
+
+        await self._shared.run(shared, nothing)
 
     def started(self, portal: str, method: str) -> None:
         self._local.started(portal, method)
@@ -137,27 +217,57 @@ class RedisLimiter:
 
 
 class RedisRefreshLock:
-    """One token refresh per portal across processes: ``SET NX PX`` with an owner token, released by script."""
+    """One token refresh per portal across processes: ``SET NX PX`` with an owner token, released by script.
 
-    def __init__(self, redis: Redis, prefix: str = "b24bridge", ttl: float = 30.0, poll: float = 0.05) -> None:
+    While Redis fails, ``fallback`` (a lock every process can reach, such as the database's, or this process's own)
+    is held instead."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "b24bridge",
+        ttl: float = 30.0,
+        poll: float = 0.05,
+        fallback: RefreshLock | None = None,
+        retry_after: float = 5.0,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ttl = ttl
         self.poll = poll
+        self.fallback = fallback if fallback is not None else LocalRefreshLock()
         self._release: Any = redis.register_script(_RELEASE)
         self._local: dict[str, asyncio.Lock] = {}
+        self._shared = RedisFallback("refresh_lock", retry_after)
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         name = f"{self.prefix}:refresh:{key}"
         owner = uuid.uuid4().hex
         async with self._local.setdefault(key, asyncio.Lock()):
-            deadline = time.monotonic() + self.ttl * 2
-            while not await self.redis.set(name, owner, nx=True, px=int(self.ttl * 1000)):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"refresh lock for {key} not acquired within {self.ttl * 2:.0f}s")
-                await asyncio.sleep(self.poll)
+            acquired = self._shared.available and await self._acquire(name, owner, key)
+            if not acquired:
+                async with self.fallback.hold(key):
+                    yield
+                return
             try:
                 yield
             finally:
-                await self._release(keys=[name], args=[owner])
+                try:
+                    await self._release(keys=[name], args=[owner])
+                except REDIS_FAILURES as exc:
+                    self._shared.failed(exc)  # the key expires by itself after ``ttl``
+
+    async def _acquire(self, name: str, owner: str, key: str) -> bool:
+        """True once held; False when Redis fails (the caller takes the fallback)."""
+        deadline = time.monotonic() + self.ttl * 2
+        while True:
+            try:
+                if await self.redis.set(name, owner, nx=True, px=int(self.ttl * 1000)):
+                    return True
+            except REDIS_FAILURES as exc:
+                self._shared.failed(exc)
+                return False
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"refresh lock for {key} not acquired within {self.ttl * 2:.0f}s")
+            await asyncio.sleep(self.poll)

@@ -141,6 +141,10 @@ class TokenKeeper:
                 try:
                     pair = await refresh_tokens(self.http, auth, self.key)
                 except errors.AuthLostError as exc:
+                    elsewhere = await self._refreshed_elsewhere(auth.tokens.refresh_token)
+                    if elsewhere is not None:
+                        auth.tokens = elsewhere
+                        return
                     self.lost = exc
                     if self._on_auth_lost is not None:
                         await self._on_auth_lost(exc)
@@ -148,3 +152,18 @@ class TokenKeeper:
                 if self._on_tokens is not None:
                     await self._on_tokens(pair)  # persisted before anyone uses it
                 auth.tokens = pair
+
+    async def _refreshed_elsewhere(self, used: str) -> TokenPair | None:
+        """The refresh token was refused: if someone else (a process outside our lock) refreshed with it first and
+        saved the new pair, that pair; otherwise None (the portal really withdrew it). Declaring a portal lost
+        takes a re-installation to undo, so the store is asked twice, the second time after its writer had time to
+        commit."""
+        if self._load_tokens is None:
+            return None
+        for pause in (0.0, 0.5):
+            await asyncio.sleep(pause)
+            stored = await self._load_tokens()
+            if stored is not None and stored.refresh_token != used:
+                log.info("bitrix.tokens_refreshed_elsewhere", portal=portal_label(self.key))
+                return stored
+        return None
