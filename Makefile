@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := src tests bench
 
-.PHONY: venv run test lint fmt typecheck pytest sandbox bench clean
+.PHONY: venv run demo test lint fmt typecheck pytest browser promtool sandbox bench clean
 
 venv: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 run: venv
 	$(BIN)/b24bridge serve
+
+# Sandbox portals and b24bridge in one process: deals handed over, a contact made by robot, shown as they arrive.
+demo: venv
+	$(BIN)/b24bridge demo
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -29,8 +33,32 @@ fmt: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv
+pytest: venv browser promtool
 	$(BIN)/pytest
+
+# The admin page's browser tests drive Debian's chromium (Playwright cannot download a browser of its own here):
+# installed when missing and this is root with apt-get (CI); otherwise this says how, and those tests fail saying so.
+browser:
+	@test -x "$${B24BRIDGE_CHROMIUM:-/usr/bin/chromium}" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "could not install chromium: the browser tests will fail" >&2; \
+	  else \
+	    echo "the browser tests need Debian's chromium: sudo apt-get install chromium" >&2; \
+	  fi; }
+
+# The deployment tests check the alert rules and their unit tests with promtool (Debian's prometheus package):
+# installed the same way; without it those checks skip, saying so.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus (for promtool)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        prometheus >/dev/null; } || echo "could not install prometheus: promtool checks will skip" >&2; \
+	  else \
+	    echo "promtool checks skip without Debian's prometheus: sudo apt-get install prometheus" >&2; \
+	  fi; }
 
 test: lint typecheck pytest
 

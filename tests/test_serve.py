@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,8 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_serve_on_embedded_defaults(tmp_path: Path, embedded_dir: Path, unused_tcp_port: int) -> None:
     data_dir = embedded_dir / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("B24BRIDGE_")}
-    env.update({"B24BRIDGE_DATA_DIR": str(data_dir), "B24BRIDGE_LOG_FORMAT": "json"})
+    env.update({"B24BRIDGE_DATA_DIR": str(data_dir), "B24BRIDGE_LOG_FORMAT": "json",
+                "B24BRIDGE_FORWARDED_ALLOW_IPS": "10.0.0.0/8, 127.0.0.1"})  # fmt: skip
     executable = Path(sys.executable).parent / "b24bridge"
     command = [str(executable)] if executable.exists() else [sys.executable, "-m", "b24bridge.cli"]
     log_path = tmp_path / "serve.log"
@@ -50,6 +52,9 @@ def test_serve_on_embedded_defaults(tmp_path: Path, embedded_dir: Path, unused_t
             time.sleep(0.3)
         assert ready is not None and ready.status_code == 200, log_path.read_text()
         assert ready.json() == {"status": "ready"}
+        # A proxy on a trusted address says who the client is; a header from elsewhere would be ignored.
+        forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Request-ID": "forwarded-check"}
+        assert httpx.get(f"http://127.0.0.1:{unused_tcp_port}/healthz", headers=forwarded).status_code == 200
         assert (data_dir / "pg" / "postmaster.pid").exists()
         assert _processes_mentioning(str(data_dir / "pg")), "embedded PostgreSQL should be running"
     finally:
@@ -61,6 +66,8 @@ def test_serve_on_embedded_defaults(tmp_path: Path, embedded_dir: Path, unused_t
             proc.kill()
             proc.wait()
     output = log_path.read_text()
+    [access] = [json.loads(line) for line in output.splitlines() if "forwarded-check" in line]
+    assert access["client"] == "203.0.113.9", access
     assert "starting embedded PostgreSQL in" in output
     assert output.count("starting embedded PostgreSQL in") == 1
     assert not (data_dir / "pg" / "postmaster.pid").exists(), output

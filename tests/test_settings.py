@@ -118,6 +118,8 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
         ("oauth_server", "http://oauth.example.com", "B24BRIDGE_OAUTH_SERVER: must be the OAuth server's https URL"),
         ("retry_schedule", "5s,soon", "B24BRIDGE_RETRY_SCHEDULE: must be durations separated by commas"),
         ("retry_schedule", "5s,0s", "B24BRIDGE_RETRY_SCHEDULE: must be durations separated by commas"),
+        ("forwarded_allow_ips", "proxy.local", "B24BRIDGE_FORWARDED_ALLOW_IPS: must be IP addresses or networks"),
+        ("forwarded_allow_ips", " , ", "B24BRIDGE_FORWARDED_ALLOW_IPS: must be IP addresses or networks"),
     ],
 )
 def test_urls_and_schedules_are_checked_as_their_messages_say(name: str, value: str, expected: str) -> None:
@@ -136,6 +138,7 @@ def test_accepted_urls_and_schedule() -> None:
     assert settings.public_url == "https://bridge.example.com"
     assert settings.retry_delays == (0.5, 5.0, 120.0, 3600.0, 86400.0)
     assert load_settings(public_url="http://127.0.0.1:8000").public_url == "http://127.0.0.1:8000"
+    assert load_settings(forwarded_allow_ips=" 172.18.0.0/16, ::1 ").forwarded_allow_ips == "172.18.0.0/16,::1"
 
 
 def test_production_needs_an_https_public_url() -> None:

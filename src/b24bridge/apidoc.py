@@ -46,9 +46,11 @@ def form_body(fields: Mapping[str, str], *, required: Sequence[str] = (), more: 
     }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses`` for a handler: each refusal it may give, as the JSON error every refusal is."""
+def error_responses(*statuses: int, described: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """``responses`` for a handler: each refusal it may give, as the JSON error every refusal is; ``described``
+    says what a status means for this handler where the general wording does not fit."""
+    texts = {**_REFUSALS, **(described or {})}
     return {
-        status: {"description": _REFUSALS[status], "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+        status: {"description": texts[status], "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
         for status in statuses
     }

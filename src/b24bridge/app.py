@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from b24bridge import __version__, gauges
 from b24bridge.accesslog import AccessLog
+from b24bridge.admin.endpoints import install as install_admin
 from b24bridge.bodylimit import ASGIApp, BodyLimit
 from b24bridge.bridge.endpoints import router as bridge_router
 from b24bridge.composition import open_services
@@ -68,7 +69,8 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
                         running.cancel()
                 await asyncio.gather(*(t for t in (task, sampler) if t is not None), return_exceptions=True)
 
-    app = FastAPI(title="b24bridge", version=__version__, lifespan=lifespan)
+    # /docs and /redoc are the admin side's: their assets are served locally, so they work without the Internet.
+    app = FastAPI(title="b24bridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     # Set eagerly so an app wrapped around a caller's database answers /readyz even where no lifespan runs
     # (httpx's ASGITransport in tests).
     app.state.database = database
@@ -109,6 +111,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.include_router(portals_router)
     app.include_router(robots_router)
     app.include_router(bridge_router)
+    install_admin(app)
     # A plain route (not a Mount) so that ``/metrics`` answers without a redirect to ``/metrics/``.
     app.router.routes.append(Route("/metrics", endpoint=metrics_app(), include_in_schema=False))
     return app

@@ -193,7 +193,7 @@ def serve(
                 **server_options(settings.body_read_timeout),
                 log_config=None,
                 proxy_headers=True,
-                forwarded_allow_ips="127.0.0.1",
+                forwarded_allow_ips=settings.forwarded_allow_ips,
             )
             server = uvicorn.Server(config)
             await server.serve(sockets=[sock])
@@ -310,6 +310,29 @@ def sandbox(
     """Run a local Bitrix24 emulator for development and tests."""
     server: Any = importlib.import_module("b24bridge.sandbox.server")
     server.run(host=host, port=port, state_path=state, plan=plan.value, limits=limits, seed=seed, portals=portals)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="b24bridge's listen port")] = 8000,
+    sandbox_port: Annotated[int, typer.Option(help="The sandbox portals' ports: this one and the next")] = 8090,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Demo state (wiped on each run) [default: B24BRIDGE_DATA_DIR/demo]")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Keep serving until Ctrl-C after the story")] = True,
+) -> None:
+    """Start two sandbox portals and b24bridge between them, hand a few deals over, create a contact by robot, and
+    show what arrived (then keep running until Ctrl-C)."""
+    settings = _settings(log_level="WARNING")  # the story is the output; warnings and errors still show
+    from b24bridge import demo as story
+
+    options = story.DemoOptions(data_dir or settings.data_dir / "demo", port, sandbox_port, wait)
+    try:
+        _run(story.run(options, Console(highlight=False)))
+    except story.DemoError as exc:
+        _fail(str(exc), EXIT_ENVIRONMENT)
+    except KeyboardInterrupt:
+        pass  # stopped by Ctrl-C, after everything was shut down
 
 
 # --- read-only views: the database alone, no migrations -----------------------------------------------------------
@@ -552,6 +575,9 @@ def robots_list(
 
 
 def main() -> None:
+    if sys.platform == "win32":
+        # psycopg's async mode cannot run on Windows' default (proactor) event loop.
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())
     try:
         app()
     except SettingsError as exc:  # raised outside a command, e.g. by a plugin; same contract

@@ -22,6 +22,8 @@ import procrastinate
 from redis.asyncio import Redis
 
 from b24bridge import jobs, migrations
+from b24bridge.admin.access import AdminGate
+from b24bridge.admin.service import AdminService
 from b24bridge.bitrix import BatchSettings, BitrixClient
 from b24bridge.bitrix.redis_state import RedisLimiter, RedisRefreshLock
 from b24bridge.bridge import tasks as bridge_tasks
@@ -40,6 +42,7 @@ from b24bridge.portals import crypto
 from b24bridge.portals.guard import InstallGuard
 from b24bridge.portals.install import Installer
 from b24bridge.portals.oauth import OAuthFlow, PortalDomains
+from b24bridge.portals.refresh_lock import DatabaseRefreshLock
 from b24bridge.portals.schemas import AppCredentials
 from b24bridge.portals.service import PortalRegistry
 from b24bridge.robots import tasks as robot_tasks
@@ -85,6 +88,16 @@ class Services:
             "oauth_flow": self.oauth,
             "robot_intake": self.robot_intake,
             "bridge_intake": self.bridge_intake,
+            "admin": AdminService(
+                self.portals,
+                self.runs,
+                self.routes,
+                self.robot_sync,
+                self.bridge_connections,
+                self.bitrix.limiter,
+                self.replay,
+            ),
+            "admin_gate": AdminGate(self.settings, self.keys),
             "event_handlers": {
                 "ONCRMDEALADD": self.bridge_intake.on_deal_event,
                 "ONCRMDEALUPDATE": self.bridge_intake.on_deal_event,
@@ -124,6 +137,12 @@ def route_file(settings: Settings) -> RouteFile:
     if not settings.routes.exists() and "routes" not in settings.model_fields_set:
         return RouteFile(path=str(settings.routes), portals={}, routes={})
     return load_routes(settings.routes)
+
+
+def open_redis(url: str) -> Redis:
+    """A client that gives up within a second: a Redis that does not answer must cost the hot path a short
+    timeout (then the fallback), never a hang."""
+    return Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
 
 
 def app_credentials(settings: Settings) -> AppCredentials | None:
@@ -184,11 +203,15 @@ async def open_services(
         else:
             await check_schema(database)
         redis: Redis | None = None
-        bitrix_options: dict[str, Any] = {}
+        refresh_lock = DatabaseRefreshLock(database.pool)
+        bitrix_options: dict[str, Any] = {"refresh_lock": refresh_lock}
         if settings.redis_url:
-            redis = Redis.from_url(settings.redis_url)
+            redis = open_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose)
-            bitrix_options = {"limiter": RedisLimiter(redis), "refresh_lock": RedisRefreshLock(redis)}
+            bitrix_options = {
+                "limiter": RedisLimiter(redis),
+                "refresh_lock": RedisRefreshLock(redis, fallback=refresh_lock),
+            }
         bitrix = BitrixClient(batching=BatchSettings(enabled=settings.bitrix_autobatch), **bitrix_options)
         stack.push_async_callback(bitrix.aclose)
         job_app = jobs.build_app(database)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import fcntl
 import importlib
 import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -155,7 +155,7 @@ class EmbeddedPostgres:
         # lock also keeps out other threads of this process; the kernel drops it when its holder dies.
         fd = os.open(self.pgdata.with_name(f".{self.pgdata.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_exclusive(fd)
             yield
         finally:
             os.close(fd)
@@ -194,6 +194,25 @@ class EmbeddedPostgres:
             )
             return
         log.error("embedded PostgreSQL did not stop", pgdata=str(self.pgdata), pid=info.pid)
+
+
+if sys.platform == "win32":  # no fcntl there: the Windows quick start (start.ps1) must get this far
+    import msvcrt
+
+    def _lock_exclusive(fd: int) -> None:
+        # LK_LOCK gives up after about ten seconds of retries; keep waiting, as flock does.
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+                return
+            except OSError:
+                continue
+
+else:
+    import fcntl
+
+    def _lock_exclusive(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _import(module: str) -> Any:

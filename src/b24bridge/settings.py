@@ -21,12 +21,14 @@ DEFAULT_RETRY_SCHEDULE = "5s,30s,5m,30m,2h,5h,8h,8h"
 # The public Bitrix24 cloud's portal zones (``name.bitrix24.com``); self-hosted portals are added by the operator.
 _CLOUD_ZONES = ("com", "ru", "de", "eu", "es", "fr", "it", "pl", "uk", "in", "jp", "cn", "com.br", "com.tr", "by")
 DEFAULT_PORTAL_DOMAINS = ",".join(f"*.bitrix24.{zone}" for zone in (*_CLOUD_ZONES, "kz", "ua", "id", "vn"))
+ADMIN_TOKEN_MIN_LENGTH = 24
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(.+)$")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN_PATTERN = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}(?::\d{{1,5}})?$")
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine: ``localhost`` or a loopback address."""
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -126,6 +128,31 @@ class Settings(BaseSettings):
     # address and per claimed portal: "count/duration". Confirmed ones give their attempt back.
     install_limit_per_address: str = "10/10m"
     install_limit_per_portal: str = "5/10m"
+    # The operator's key to the admin page and API (``/admin``, ``/api``). Unset: both answer only on loopback, and
+    # only while the embedded defaults are in use (no database URL, development); otherwise they are off.
+    admin_token: SecretStr | None = None
+    # Who may tell ``serve`` the client's address and scheme (X-Forwarded-For/-Proto): the reverse proxy's
+    # addresses or networks, comma-separated ("*": anyone, only when nothing else can reach the port).
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if not items:
+            raise ValueError("no address given")
+        for item in items:
+            if item != "*":
+                ipaddress.ip_network(item, strict=False)  # ValueError names nothing secret
+        return ",".join(items)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Long enough that guessing it over HTTP is hopeless (the login is not rate-limited).
+        if value is not None and len(value.get_secret_value().strip()) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters")
+        return value
 
     @field_validator("install_limit_per_address", "install_limit_per_portal")
     @classmethod
@@ -153,7 +180,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError("not an http(s) URL")
-        if parts.scheme == "http" and not _loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError("plain http is only for loopback addresses")
         return value.strip().rstrip("/")
 
@@ -222,8 +249,12 @@ _ALLOWED: dict[str, str] = {
     "portal_domains": "must be host name patterns separated by commas, like *.bitrix24.com,crm.example.com",
     "install_limit_per_address": "must be a rate like 10/10m (a count, a slash, a duration)",
     "install_limit_per_portal": "must be a rate like 5/10m (a count, a slash, a duration)",
+    "forwarded_allow_ips": "must be IP addresses or networks separated by commas, like 127.0.0.1,172.18.0.0/16 (or *)",
+    "admin_token": f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters, e.g. the output of "
+    "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
 }
 
+_SECRETS = frozenset({"admin_token", "app_client_secret", "encryption_keys"})
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")
 
 
@@ -254,6 +285,8 @@ def describe_validation_error(exc: ValidationError) -> list[str]:
         allowed = _ALLOWED.get(field, error.get("msg", "is invalid"))
         if error.get("type") == "missing":
             problems.append(f"{env_var}: is required; it {allowed}")
+        elif field in _SECRETS:
+            problems.append(f"{env_var}: {allowed}")  # even a wrong secret is one: never shown
         else:
             problems.append(f"{env_var}: {allowed} (got {_shown(error.get('input'))})")
     return problems

@@ -104,3 +104,20 @@ def test_the_same_deal_again_updates_only_what_changed(bridge_factory: Callable[
     assert deal["TITLE"] == "Second (partner)"
     calls = bridge.rows("SELECT method FROM run_calls WHERE run_id = %s ORDER BY id", runs[1]["id"])
     assert "crm.deal.add" not in [c["method"] for c in calls]
+
+
+def test_with_redis_configured_but_down_deliveries_go_on(bridge_factory: Callable[..., BridgeService]) -> None:
+    """Redis is a fast path and a shared budget, never a dependency: the same delivery with Redis unreachable."""
+    from tests.livehttp import free_socket
+
+    sock = free_socket()
+    dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    sock.close()
+    bridge = bridge_factory(ROUTES, redis_url=dead)
+    webhook_rule(bridge.source, bridge.hook_url("partner-to-acme"))
+    deal_id = new_deal(bridge.source, TITLE="Order 8")
+    move(bridge.source, deal_id)
+    [run] = bridge.settled_runs(1)
+    assert run["status"] == "succeeded", run["error"]
+    [deal] = result(bridge.target, "crm.deal.list", {"select": ["TITLE"]})
+    assert deal["TITLE"] == "Order 8 (partner)"

@@ -27,6 +27,8 @@ GAUGES = {
     "b24bridge_workers_alive",
     "b24bridge_portals",
     "b24bridge_build_info",
+    "b24bridge_database_up",
+    "b24bridge_gauges_sampled_timestamp_seconds",
 }
 API = GAUGES | {"b24bridge_http_request_seconds", "b24bridge_inbound"}
 WORKER = GAUGES | {
@@ -38,6 +40,7 @@ WORKER = GAUGES | {
     "b24bridge_bitrix_requests",
     "b24bridge_bitrix_request_seconds",
     "b24bridge_bitrix_limiter_wait_seconds",
+    "b24bridge_redis_unavailable",
 }
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -134,3 +137,5 @@ def test_every_family_from_start_up_and_the_right_counts_after_a_delivery(
         assert time.monotonic() < deadline, {k: v for k, v in gauges.items() if "jobs" in k[0] or "workers" in k[0]}
         time.sleep(0.5)
     assert _value(gauges, "b24bridge_runs_in_state", **bridge_kind) == 0
+    assert _value(gauges, "b24bridge_database_up") == 1
+    assert _value(gauges, "b24bridge_gauges_sampled_timestamp_seconds") > time.time() - 30

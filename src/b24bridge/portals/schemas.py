@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,18 @@ class PortalRecord:
     scope: str
     limits: Limits
     app_version: int | None
+
+
+@dataclass(frozen=True)
+class PortalStanding:
+    """A portal with what an operator checks first: whether it holds tokens and until when (never the tokens)."""
+
+    record: PortalRecord
+    has_tokens: bool
+    token_expires_at: datetime | None
+    installed_at: datetime
+    updated_at: datetime
+    uninstalled_at: datetime | None
 
 
 class PortalUnavailableError(AuthLostError):

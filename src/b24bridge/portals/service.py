@@ -7,6 +7,7 @@ there" and "give me a working connection to this one".
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -15,7 +16,7 @@ from b24bridge.bitrix.errors import AuthLostError, ConfigurationError
 from b24bridge.observability import get_logger
 
 from . import crypto, repository
-from .schemas import AppCredentials, PortalRecord, PortalUnavailableError
+from .schemas import AppCredentials, PortalRecord, PortalStanding, PortalUnavailableError
 
 log = get_logger(__name__)
 
@@ -27,6 +28,13 @@ _NO_MAC = "-:" + "0" * 64
 def record_of(row: repository.PortalRow) -> PortalRecord:
     limits = Limits(burst=row.burst, drain=row.drain, operating_limit=row.operating_limit)
     return PortalRecord(row.member_id, row.domain, row.client_endpoint, row.status, row.scope, limits, row.app_version)
+
+
+def standing_of(row: repository.PortalRow) -> PortalStanding:
+    has_tokens = bool(row.access_token_enc and row.refresh_token_enc)
+    return PortalStanding(
+        record_of(row), has_tokens, row.token_expires_at, row.installed_at, row.updated_at, row.uninstalled_at
+    )
 
 
 def timestamp(epoch: float | None) -> datetime | None:
@@ -64,6 +72,17 @@ class PortalRegistry:
     async def list_portals(self, status: str | None = None) -> list[PortalRecord]:
         async with self.pool.connection() as conn:
             return [record_of(row) for row in await repository.list_all(conn, status)]
+
+    async def standings(self) -> list[PortalStanding]:
+        """Every portal with its token standing (present, expiry) and dates, for operators."""
+        async with self.pool.connection() as conn:
+            rows = await repository.list_all(conn)
+        return [standing_of(row) for row in rows]
+
+    async def history(self, member_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The portal's latest events (installed, tokens refreshed, uninstalled...), newest first."""
+        async with self.pool.connection() as conn:
+            return await repository.events(conn, member_id, limit)
 
     async def find(self, name: str) -> PortalRecord | None:
         """An installed portal by member_id or domain (how a route file names it)."""

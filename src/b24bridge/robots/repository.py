@@ -15,6 +15,15 @@ async def registrations(conn: Conn, member_id: str) -> dict[str, str]:
     return {str(code): str(digest) for code, digest in await cur.fetchall()}
 
 
+async def registered_codes(conn: Conn) -> dict[str, list[str]]:
+    """Member id -> codes of the robots we registered there, for every portal at once (what the admin page shows)."""
+    cur = await conn.execute("SELECT member_id, code FROM robot_registrations ORDER BY member_id, code")
+    codes: dict[str, list[str]] = {}
+    for member_id, code in await cur.fetchall():
+        codes.setdefault(str(member_id), []).append(str(code))
+    return codes
+
+
 async def save(conn: Conn, member_id: str, code: str, definition_hash: str) -> None:
     await conn.execute(
         """

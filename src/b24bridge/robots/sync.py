@@ -101,6 +101,11 @@ class RobotSync:
                 )
         return states
 
+    async def registered(self) -> dict[str, list[str]]:
+        """Member id -> codes of the robots registered there, as last synced (no portal is asked)."""
+        async with self.pool.connection() as conn:
+            return await repository.registered_codes(conn)
+
     async def on_portal_installed(self, member_id: str) -> None:
         """Install hook: a new or re-installed portal gets the robots (an app update removes them, REFERENCE 5.1)."""
         try:

@@ -55,28 +55,38 @@ async def get(conn: Conn, run_id: int) -> Run | None:
     return None if row is None else Run(**row)
 
 
+_MATCHING = """
+    (%(member)s::text IS NULL OR member_id = %(member)s)
+    AND (%(status)s::text IS NULL OR status = %(status)s)
+    AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+    AND (%(route)s::text IS NULL OR route = %(route)s)
+    AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+"""
+
+
+def _matching(where: RunFilter) -> dict[str, Any]:
+    return {
+        "member": where.member_id,
+        "status": where.status,
+        "kind": where.kind,
+        "route": where.route,
+        "since": where.since,
+    }
+
+
 async def list_runs(conn: Conn, where: RunFilter, limit: int) -> list[Run]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"""
-            SELECT {_COLUMNS} FROM runs
-             WHERE (%(member)s::text IS NULL OR member_id = %(member)s)
-               AND (%(status)s::text IS NULL OR status = %(status)s)
-               AND (%(kind)s::text IS NULL OR kind = %(kind)s)
-               AND (%(route)s::text IS NULL OR route = %(route)s)
-               AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
-             ORDER BY id DESC LIMIT %(limit)s
-            """,
-            {
-                "member": where.member_id,
-                "status": where.status,
-                "kind": where.kind,
-                "route": where.route,
-                "since": where.since,
-                "limit": limit,
-            },
+            f"SELECT {_COLUMNS} FROM runs WHERE {_MATCHING} ORDER BY id DESC LIMIT %(limit)s",
+            {**_matching(where), "limit": limit},
         )
         return [Run(**row) for row in await cur.fetchall()]
+
+
+async def count_by_status(conn: Conn, where: RunFilter) -> dict[str, int]:
+    """How many runs match ``where``, per status (statuses without runs left out)."""
+    cur = await conn.execute(f"SELECT status, count(*) FROM runs WHERE {_MATCHING} GROUP BY status", _matching(where))
+    return {str(status): int(count) for status, count in await cur.fetchall()}
 
 
 async def calls(conn: Conn, run_id: int) -> list[RunCall]:

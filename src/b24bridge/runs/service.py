@@ -97,6 +97,12 @@ class RunLog:
         async with self.pool.connection() as conn:
             return await repository.list_runs(conn, where, max(1, min(limit, MAX_LISTED)))
 
+    async def count_by_status(self, where: RunFilter | None = None) -> dict[str, int]:
+        """Runs matching ``where`` per status, every status present (0 for none)."""
+        async with self.pool.connection() as conn:
+            counted = await repository.count_by_status(conn, where or RunFilter())
+        return {status: counted.get(status, 0) for status in STATUSES}
+
     async def show(self, run_id: int) -> tuple[Run, list[RunCall]] | None:
         async with self.pool.connection() as conn:
             run = await repository.get(conn, run_id)
