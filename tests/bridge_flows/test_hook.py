@@ -121,3 +121,32 @@ def test_with_redis_configured_but_down_deliveries_go_on(bridge_factory: Callabl
     assert run["status"] == "succeeded", run["error"]
     [deal] = result(bridge.target, "crm.deal.list", {"select": ["TITLE"]})
     assert deal["TITLE"] == "Order 8 (partner)"
+
+
+def test_a_deal_without_contact_or_products_arrives_alone(bridge_factory: Callable[..., BridgeService]) -> None:
+    """The source read finds the contact through the deal's own CONTACT_ID in the same request: a deal that has
+    none must not pick up someone else's contact, whatever an empty filter value reads in the source."""
+    bridge = bridge_factory(ROUTES)
+    source, target = bridge.source, bridge.target
+    webhook_rule(source, bridge.hook_url("partner-to-acme"))
+    for name in ("Ann", "Bob"):  # contacts the deal does not have
+        result(
+            source,
+            "crm.contact.add",
+            {"fields": {"NAME": name, "PHONE": [{"VALUE": "+1555000111", "VALUE_TYPE": "WORK"}]}},
+        )
+    deal_id = new_deal(source, TITLE="Lonely")
+    move(source, deal_id)
+    [run] = bridge.settled_runs(1)
+    assert run["status"] == "succeeded", run["error"]
+    [deal] = result(target, "crm.deal.list", {"select": ["ID", "CONTACT_ID", "TITLE"]})
+    assert deal["TITLE"] == "Lonely (partner)" and not _id_of(deal["CONTACT_ID"])
+    assert result(target, "crm.contact.list", {"select": ["ID"]}) == []
+    assert result(target, "crm.deal.productrows.get", {"id": deal["ID"]}) == []
+    # The source was read by one chain: the deal, its rows, then its contact looked up by the deal's CONTACT_ID.
+    calls = bridge.rows("SELECT method FROM run_calls WHERE run_id = %s ORDER BY id", run["id"])
+    assert [c["method"] for c in calls][:3] == ["crm.deal.get", "crm.deal.productrows.get", "crm.contact.list"]
+
+
+def _id_of(value: object) -> int:
+    return int(str(value or 0))

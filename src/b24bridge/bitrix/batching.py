@@ -7,8 +7,10 @@ Each caller gets its own result or its own error.
 
 A *chain* is a few commands that must travel in one request, in order, later ones using the results of earlier
 ones (``$result[name]``): a robot's last write and its answer to the workflow, say. Chains share requests with
-everything else; a request that carries a chain is sent with ``halt``, so a failed command stops the rest of the
-batch and nothing after it runs on a false premise. Whatever a halt skipped never ran and is sent again.
+everything else; a request that carries a halting chain is sent with ``halt``, so a failed command stops the rest of
+the batch and nothing after it runs on a false premise. Whatever a halt skipped never ran and is sent again. A
+chain of reads whose commands may fail alone (a record that is not there) asks for no halt; it travels before the
+halting chains of its request, so its failure halts nothing of theirs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from .gate import Gate
 from .policy import MAX_BATCH, BatchSettings, RetryPolicy, is_idempotent
 
 Params = Mapping[str, Any] | None
+# How far back the bucket's trend looks: long enough to see past one request's tick, short enough to follow a spike.
+TREND_SPAN = 2.0
+# Net requests a rise must exceed to count as filling.
+TREND_STEP = 2.0
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
 
@@ -70,6 +76,7 @@ class _Pending:
     chain: bool
     future: asyncio.Future[Any]
     idempotent: bool
+    halts: bool = False  # a failed command must stop the rest of the request
     attempts: int = 0
     keys: list[str] = field(default_factory=list)
 
@@ -89,13 +96,18 @@ class AutoBatcher:
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._runner: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self._levels: deque[tuple[float, float]] = deque()  # (time, fullness) seen by _gather, for the trend
+        self._rate = 0.0
 
     async def submit(self, method: str, params: Params, idempotent: bool) -> Any:
         """One call; its value, or its error raised."""
         return await self._enqueue(_Pending([_Command("", method, params)], False, self._future(), idempotent))
 
-    async def submit_chain(self, commands: Sequence[tuple[str, str, Params]]) -> dict[str, CommandResult]:
-        """Commands that go together in one request, in order; a result (value or error) per command name."""
+    async def submit_chain(
+        self, commands: Sequence[tuple[str, str, Params]], *, halt: bool = True
+    ) -> dict[str, CommandResult]:
+        """Commands that go together in one request, in order; a result (value or error) per command name.
+        ``halt=False``: the commands may fail one by one, nothing needs stopping (reads)."""
         if not commands or len(commands) > MAX_BATCH:
             raise ValueError(f"a chain holds 1 to {MAX_BATCH} commands, got {len(commands)}")
         names = [name for name, _, _ in commands]
@@ -103,7 +115,8 @@ class AutoBatcher:
             raise ValueError(f"chain command names must be unique identifiers, got {names}")
         chain = [_Command(name, method, params) for name, method, params in commands]
         safe = all(is_idempotent(c.method) for c in chain)
-        result: dict[str, CommandResult] = await self._enqueue(_Pending(chain, True, self._future(), safe))
+        pending = _Pending(chain, True, self._future(), safe, halts=halt)
+        result: dict[str, CommandResult] = await self._enqueue(pending)
         return result
 
     def _future(self) -> asyncio.Future[Any]:
@@ -152,15 +165,22 @@ class AutoBatcher:
     async def _gather(self) -> None:
         """Give a lone call a moment of company; a full batch goes at once.
 
-        How long a partial batch gathers depends on how much of the portal's burst is used: with the bucket empty
-        a call goes almost at once (latency); the fuller it gets, the longer it waits, up to one drain interval
-        once ``1 - burst_reserve`` of the burst is used, so a spike is not spent on half-empty requests. It never
-        waits longer than that: at steady state a request slot frees up every drain interval anyway.
+        While requests go out no faster than the portal drains them, a partial batch costs nothing that does not
+        come back: the call goes almost at once (``window``) and the latency floor is one round trip. Once the
+        bucket is filling (more requests than the drain over the last seconds), a partial batch waits the longer
+        the fuller the bucket is, or the faster it fills, up to one drain interval (once ``1 - burst_reserve`` of
+        the burst is used, or when it fills at twice the drain), so a spike is not spent on half-empty requests.
+        It never waits longer than that: at steady state a request slot frees up every drain interval anyway.
         """
         if self._waiting >= MAX_BATCH or self.settings.window <= 0:
             return
         fullness = await self.gate.fullness()
-        share = min(1.0, fullness / max(1e-9, 1.0 - self.settings.burst_reserve))
+        share = 0.0
+        filling = self._fill_rate(fullness)
+        if filling > 1.0 / TREND_SPAN:
+            # The fuller the bucket, or the faster it fills (twice the drain: full in seconds), the longer to wait.
+            by_level = fullness / max(1e-9, 1.0 - self.settings.burst_reserve)
+            share = min(1.0, max(by_level, filling / (2 * self.gate.limits.drain)))
         window = self.settings.window + share / self.gate.limits.drain
         self._arrived.clear()
         loop = asyncio.get_running_loop()
@@ -174,6 +194,21 @@ class AutoBatcher:
             except TimeoutError:
                 return
             self._arrived.clear()
+
+    def _fill_rate(self, fullness: float) -> float:
+        """How fast the bucket has been filling, in requests per second beyond the drain, over about
+        ``TREND_SPAN`` seconds (the last figure stands until a sample old enough to compare with exists)."""
+        now = asyncio.get_running_loop().time()
+        samples = self._levels
+        samples.append((now, fullness))
+        while len(samples) > 1 and now - samples[1][0] >= TREND_SPAN:
+            samples.popleft()
+        then, before = samples[0]
+        if now - then >= TREND_SPAN / 20:
+            requests = (fullness - before) * self.gate.limits.capacity
+            # A request or two of our own is a step, not a trend (over a short span it would look like a flood).
+            self._rate = requests / (now - then) if requests > TREND_STEP else 0.0
+        return self._rate
 
     async def _wait_until_sendable(self) -> bool:
         """Hold back while every waiting method is out of operating-time budget."""
@@ -244,8 +279,9 @@ class AutoBatcher:
             _settle(item, answer.result)
 
     async def _send_batch(self, items: list[_Pending]) -> None:
-        # Single calls first: a chain's failure halts what follows it, and single calls never need the halt.
-        items.sort(key=lambda item: item.chain)
+        # Single calls first, then chains that need no halt, halting chains last: a halting chain's failure stops
+        # what follows it, and nothing else needs the halt.
+        items.sort(key=lambda item: (item.chain, item.halts))
         cmd: dict[str, str] = {}
         methods: dict[str, str] = {}
         for item in items:
@@ -255,7 +291,7 @@ class AutoBatcher:
                 params = _renamed(command.params, renamed) if item.chain else command.params
                 cmd[key] = batch_command(command.method, params)
                 methods[key] = command.method
-        halt = any(item.chain for item in items)
+        halt = any(item.halts for item in items)
         try:
             answer = await self.channel.execute(
                 "batch",

@@ -82,20 +82,25 @@ class Portal:
         return result
 
     async def chain(
-        self, commands: Sequence[tuple[str, str, Params]], *, observer: CallObserver | None = None
+        self,
+        commands: Sequence[tuple[str, str, Params]],
+        *,
+        observer: CallObserver | None = None,
+        halt: bool = True,
     ) -> dict[str, CommandResult]:
         """Commands that must go in one request, in order: ``(name, method, params)``; later ones may use
-        ``$result[name]`` of earlier ones. A failed command stops the rest of the chain (``halt``). With
-        auto-batching, chains share requests with other calls. Returns a result (value or error) per name.
+        ``$result[name]`` of earlier ones. A failed command stops the rest of the chain (``halt``); ``halt=False``
+        for reads that may fail one by one. With auto-batching, chains share requests with other calls. Returns a
+        result (value or error) per name.
         """
         lowered = [(name, method.lower(), params) for name, method, params in commands]
         started = time.monotonic()
         if self._batching.enabled:
             if self._batcher is None:
                 self._batcher = AutoBatcher(self.sender, self._batching)
-            results = await self._batcher.submit_chain(lowered)
+            results = await self._batcher.submit_chain(lowered, halt=halt)
         else:
-            results = await self.batch({name: (method, params) for name, method, params in lowered}, halt=True)
+            results = await self.batch({name: (method, params) for name, method, params in lowered}, halt=halt)
         duration = time.monotonic() - started
         for name, method, _ in lowered:
             error = results[name].error

@@ -16,10 +16,11 @@ from b24bridge.bitrix import CallObserver
 
 from . import repository
 from .connections import Endpoint
-from .delivery import deal_url, modified_at
+from .delivery import modified_at
 from .mapping import MappingContext, changed, map_fields, status_back_stage
 from .route_model import Route
 from .schemas import DeliveryResult
+from .writer import deal_url
 
 
 class StatusBackRunner:

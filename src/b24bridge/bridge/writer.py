@@ -1,0 +1,325 @@
+"""The target side of one delivery: which contact, company and deal to create or update, then one chain that writes
+them (``halt``: nothing is written after a failed write) and the id map rows of what was written.
+
+A contact or company shared by many deals is created once: in this process the writers of one ``Deliverer`` wait
+for each other's creations, and across processes a placeholder row in the id map claims the creation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from b24bridge.bitrix import BitrixError, CallObserver, CommandResult
+
+from . import repository
+from .connections import Endpoint
+from .mapping import MULTIFIELDS, changed, fingerprint, match_lookups
+from .repository import Link
+from .route_model import TAX_NUMBER, EntityRule, Route
+from .schemas import ORIGINATOR_ID, Busy, DeliveryResult
+
+PRODUCTS_KEY = "__products__"
+# How long a delivery waits for a contact or company another process is creating, and when that claim is stale.
+CLAIM_WAIT = 20.0
+CLAIM_STALE = dt.timedelta(seconds=60)
+# Requisite preset "organisation" of a stock portal (REFERENCE 6; crm.requisite.preset.list).
+COMPANY_PRESET = 1
+
+
+def origin_id(source_key: str, entity: str, source_id: int) -> str:
+    return f"{source_key}:{entity}:{source_id}"
+
+
+def deal_url(target: Endpoint, deal_id: int) -> str:
+    return f"{target.web_url}/crm/deal/details/{deal_id}/"
+
+
+def record_id(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+class TargetWriter:
+    """The target side of one delivery: which records to create or update, then one chain that writes them."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        creating: dict[tuple[str, str, int], asyncio.Future[int]],
+        route: Route,
+        source: Endpoint,
+        target: Endpoint,
+        links: Mapping[tuple[str, int], Link],
+        observer: CallObserver,
+    ) -> None:
+        self.pool = pool
+        # New contacts and companies being created in this process (shared by every writer of one Deliverer).
+        self.creating = creating
+        self.route = route
+        self.source = source
+        self.target = target
+        self.links = links
+        self.observer = observer
+        self.chain: list[tuple[str, str, dict[str, Any]]] = []
+        self.new_links: list[Link] = []
+        self.waiting: list[tuple[tuple[str, str, int], asyncio.Future[int]]] = []
+        # Creations claimed in the database (placeholder rows), released if this delivery fails.
+        self.claims: list[tuple[str, str, str, int]] = []
+
+    async def find_origin(self, entity: str, source_id: int) -> int | None:
+        """A record this bridge created for ``source_id`` earlier (its map row lost, or its write uncertain)."""
+        method = {"DEAL": "crm.deal.list", "CONTACT": "crm.contact.list", "COMPANY": "crm.company.list"}[entity]
+        flt = {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, entity, source_id)}
+        found = await self.target.portal.call(method, {"filter": flt, "select": ["ID"]}, observer=self.observer)
+        return record_id(found[0]["ID"]) if isinstance(found, list) and found else None
+
+    async def _match(self, entity: str, rule: EntityRule, record: Mapping[str, Any]) -> int | None:
+        portal, calls = self.target.portal, []
+        for key, values in match_lookups(rule, record):
+            if key == TAX_NUMBER:
+                params = {"filter": {"RQ_INN": values[0], "ENTITY_TYPE_ID": 4}, "select": ["ENTITY_ID"]}
+                calls.append(("tax", portal.call("crm.requisite.list", params, observer=self.observer)))
+            else:
+                params = {"type": key.upper(), "values": values[:20], "entity_type": entity}
+                calls.append(("comm", portal.call("crm.duplicate.findbycomm", params, observer=self.observer)))
+        answers = await asyncio.gather(*(call for _, call in calls))
+        for (kind, _), answer in zip(calls, answers, strict=True):
+            if kind == "tax" and isinstance(answer, list) and answer:
+                return record_id(answer[0].get("ENTITY_ID"))
+            if kind == "comm" and isinstance(answer, dict) and answer.get(entity):
+                return record_id(answer[entity][0])
+        return None
+
+    async def party(
+        self,
+        entity: str,
+        rule: EntityRule | None,
+        record: Mapping[str, Any] | None,
+        values: dict[str, Any] | None,
+        repeated: bool,
+    ) -> Any:
+        """The deal's contact or company in the target: its id, or a ``$result[...]`` reference to its creation."""
+        if rule is None or record is None or values is None:
+            return None
+        source_id = record_id(record.get("ID"))
+        link = self.links.get((entity, source_id))
+        tax = values.pop(TAX_NUMBER, None)
+        if link is not None:
+            update = {k: v for k, v in changed(values, link.delivered).items() if k not in MULTIFIELDS}
+            if update:
+                method = f"crm.{entity.lower()}.update"
+                self.chain.append((entity.lower(), method, {"id": link.target_id, "fields": update}))
+            self._link(entity, source_id, link.target_id, values, link)
+            return link.target_id
+        key = (self.target.key, entity, source_id)
+        pending = self.creating.get(key)
+        if pending is not None:
+            target_id = await asyncio.shield(pending)
+            self._link(entity, source_id, target_id, values, None)
+            return target_id
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.creating[key] = future
+        self.waiting.append((key, future))
+        elsewhere = await self._claim(entity, source_id)
+        if elsewhere:
+            self._settle(key, elsewhere)
+            self._link(entity, source_id, elsewhere, values, None)
+            return elsewhere
+        found = await self._match(entity, rule, record)
+        if found is None and repeated:
+            found = await self.find_origin(entity, source_id)
+        if found is not None:
+            self._settle(key, found)
+            self._link(entity, source_id, found, values, None)
+            return found
+        name = entity.lower()
+        fields = {**values, "ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, entity, source_id)}
+        self.chain.append((name, f"crm.{name}.add", {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}))
+        if entity == "COMPANY" and tax:
+            requisite = {
+                "ENTITY_TYPE_ID": 4,
+                "ENTITY_ID": f"$result[{name}]",
+                "PRESET_ID": COMPANY_PRESET,
+                "NAME": str(values.get("TITLE") or tax),
+                "RQ_INN": str(tax),
+            }
+            self.chain.append(("requisite", "crm.requisite.add", {"fields": requisite}))
+        self._link(entity, source_id, None, values, None)
+        return f"$result[{name}]"
+
+    def _link(
+        self, entity: str, source_id: int, target_id: int | None, values: dict[str, Any], old: Link | None
+    ) -> None:
+        self.new_links.append(
+            Link(
+                self.source.key,
+                self.target.key,
+                entity,
+                source_id,
+                target_id or 0,
+                self.route.name,
+                values,
+                None,
+                old.returned if old else {},
+                old.target_modified if old else None,
+            )
+        )
+
+    async def _claim(self, entity: str, source_id: int) -> int:
+        """Claim the creation across processes; when another holds it, wait for its record: its id (0: ours)."""
+        pool, keys = self.pool, (self.source.key, self.target.key, entity, source_id)
+        deadline = asyncio.get_running_loop().time() + CLAIM_WAIT
+        while True:
+            async with pool.connection() as conn:
+                if await repository.claim_creation(conn, *keys, self.route.name, CLAIM_STALE):
+                    self.claims.append(keys)
+                    return 0
+                created = await repository.created_target(conn, *keys)
+            if created:
+                return created
+            if asyncio.get_running_loop().time() > deadline:
+                raise Busy(f"another process is still creating the {entity.lower()} of source record {source_id}")
+            await asyncio.sleep(0.2)
+
+    async def abandon(self, error: BaseException) -> None:
+        for key, _ in self.waiting:
+            self._settle(key, None, error)
+        if self.claims:
+            async with self.pool.connection() as conn:
+                for keys in self.claims:
+                    await repository.release_creation(conn, *keys)
+
+    def _settle(self, key: tuple[str, str, int], target_id: int | None, error: BaseException | None = None) -> None:
+        """Tell the deliveries waiting for this writer's contact or company how it went (once)."""
+        future = next((f for k, f in self.waiting if k == key), None)
+        if future is None or future.done():
+            return
+        if self.creating.get(key) is future:
+            del self.creating[key]
+        if target_id is not None:
+            future.set_result(target_id)
+        else:
+            future.set_exception(error or RuntimeError("creation failed"))
+            future.exception()  # retrieved: nobody may be waiting, and that is fine
+
+    async def deal(
+        self,
+        deal_id: int,
+        target_id: int | None,
+        link: Link | None,
+        values: dict[str, Any],
+        rows: list[dict[str, Any]] | None,
+        contact_ref: Any,
+        company_ref: Any,
+        source_deal: Mapping[str, Any],
+    ) -> DeliveryResult:
+        fields = dict(values)
+        if contact_ref is not None:
+            fields["CONTACT_ID"] = contact_ref
+        if company_ref is not None:
+            fields["COMPANY_ID"] = company_ref
+        delivered = dict(link.delivered) if link is not None else {}
+        rows_print = fingerprint({"rows": rows}) if rows is not None else None
+        if target_id is None:
+            fields |= {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, "DEAL", deal_id)}
+            self.chain.append(("deal", "crm.deal.add", {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}))
+            deal_ref: Any = "$result[deal]"
+            action = "created"
+            update = fields
+        else:
+            update = changed({k: v for k, v in fields.items() if not str(v).startswith("$result[")}, delivered)
+            update |= {k: v for k, v in fields.items() if str(v).startswith("$result[")}
+            if update:
+                self.chain.append(
+                    (
+                        "deal",
+                        "crm.deal.update",
+                        {"id": target_id, "fields": update, "params": {"REGISTER_SONET_EVENT": "N"}},
+                    )
+                )
+            deal_ref = target_id
+            action = "updated" if update else "unchanged"
+        if rows is not None and rows_print != delivered.get(PRODUCTS_KEY):
+            self.chain.append(("rows", "crm.deal.productrows.set", {"id": deal_ref, "rows": rows}))
+            if action == "unchanged":
+                action = "updated"
+        results = await self._write()
+        if target_id is None:
+            target_id = record_id(results["deal"].value)
+        record = {**{k: v for k, v in fields.items() if not str(v).startswith("$result[")}}
+        for name, entity in (("contact", "CONTACT_ID"), ("company", "COMPANY_ID")):
+            if name in results and results[name].error is None and isinstance(results[name].value, int):
+                record[entity] = results[name].value
+        if rows_print is not None:
+            record[PRODUCTS_KEY] = rows_print
+        modified = source_deal.get("DATE_MODIFY")
+        self.new_links.append(
+            Link(
+                self.source.key,
+                self.target.key,
+                "DEAL",
+                deal_id,
+                target_id,
+                self.route.name,
+                {**delivered, **record},
+                str(modified) if modified else None,
+                link.returned if link else {},
+                link.target_modified if link else None,
+            )
+        )
+        await self._save_links()
+        changed_names = sorted(k for k in update if k not in ("ORIGINATOR_ID", "ORIGIN_ID"))
+        return DeliveryResult(
+            target_id,
+            deal_url(self.target, target_id),
+            action,
+            changed_names,
+            record_id(record.get("CONTACT_ID")) or None,
+            record_id(record.get("COMPANY_ID")) or None,
+        )
+
+    async def _write(self) -> dict[str, CommandResult]:
+        """The chain (if any): every new record's id fills its map row; the first failure is raised after the rows
+        of what did get written are saved, so a retry links them instead of creating them again."""
+        results: dict[str, CommandResult] = {}
+        try:
+            if self.chain:
+                results = await self.target.portal.chain(self.chain, observer=self.observer)
+        except BaseException as exc:
+            for key, _ in self.waiting:
+                self._settle(key, None, exc)
+            raise
+        failure: BitrixError | None = None
+        for name, _method, _params in self.chain:
+            result = results[name]
+            if result.error is not None and failure is None:
+                failure = result.error
+        for link_index, link in enumerate(self.new_links):
+            if link.target_id == 0:
+                created = results.get(link.entity.lower())
+                new_id = record_id(created.value) if created is not None and created.error is None else 0
+                self.new_links[link_index] = Link(**{**link.__dict__, "target_id": new_id})
+        for key, _ in self.waiting:
+            entity = key[1]
+            created_link = next((x for x in self.new_links if x.entity == entity and x.target_id), None)
+            self._settle(key, created_link.target_id if created_link else None, failure)
+        if failure is not None:
+            await self._save_links()
+            raise failure
+        return results
+
+    async def _save_links(self) -> None:
+        keep = [link for link in self.new_links if link.target_id]
+        self.new_links = []
+        if not keep:
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            for link in keep:
+                await repository.save_link(conn, link)
