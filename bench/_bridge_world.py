@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Bridge, drop_database, free_port, make_database
+from _common import ROOT, Bridge, drop_database, free_port, install_and_await_robot, make_database
 from robot_latency import CpuWindow
 
 BURST, DRAIN, MAX_BATCH = 50, 2.0, 50  # cloud plan (REFERENCE 2.1), per portal
@@ -216,7 +216,6 @@ def build_world(cloud: Cloud, deals: int, contacts: int, companies: int) -> tupl
 def prepare(cloud: Cloud, admin_url: str, deals: int, args: argparse.Namespace) -> Setup:
     """Fresh world and database, b24bridge on its defaults (``--set`` aside) with the route, installed, its robot on
     the stage, the world built, one warm-up deal handed over, b24bridge's buckets drained, limits on."""
-    import psycopg
 
     from b24bridge.portals import crypto
 
@@ -258,14 +257,7 @@ def prepare(cloud: Cloud, admin_url: str, deals: int, args: argparse.Namespace) 
         drop_database(admin_url, database_url)
         raise
     try:
-        source.control("POST", f"/_sandbox/apps/{app['client_id']}/install")
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            for _ in range(400):
-                if conn.execute("SELECT 1 FROM robot_registrations WHERE code = %s", (ROBOT_CODE,)).fetchone():
-                    break
-                time.sleep(0.05)
-            else:
-                raise RuntimeError(f"the bridge robot was not registered after install:\n{bridge.log_tail()}")
+        install_and_await_robot(source.control, app["client_id"], database_url, ROBOT_CODE, bridge.log_tail)
         deal_ids, warm = build_world(cloud, deals, args.contacts, args.companies)
         source.control(
             "POST",

@@ -190,6 +190,21 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
+def install_and_await_robot(
+    control: Callable[..., Any], client_id: str, database_url: str, code: str, log_tail: Callable[[], str]
+) -> None:
+    """Install the application in the sandbox portal and wait (up to 20 s) until b24bridge has registered ``code``."""
+    import psycopg
+
+    control("POST", f"/_sandbox/apps/{client_id}/install")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for _ in range(400):
+            if conn.execute("SELECT 1 FROM robot_registrations WHERE code = %s", (code,)).fetchone():
+                return
+            time.sleep(0.05)
+    raise RuntimeError(f"robot {code} was not registered after install:\n{log_tail()}")
+
+
 @dataclass
 class RobotSetup:
     """b24bridge serving, installed in the sandbox, its robot on ``STAGE``, and deals ready to be moved there."""
@@ -208,7 +223,6 @@ def setup_robot(sandbox: Sandbox, admin_url: str, deals: int, settings: dict[str
     The sandbox's limits are left off (setup is not what is measured); the caller turns them on. The caller stops
     ``bridge`` (it is stopped here only when the setup fails).
     """
-    import psycopg
 
     from b24bridge.portals import crypto
     from b24bridge.robots.definitions.create_contact import CODE
@@ -243,14 +257,7 @@ def setup_robot(sandbox: Sandbox, admin_url: str, deals: int, settings: dict[str
     }
     bridge = Bridge({**connect, **(settings or {})})
     try:
-        sandbox.control("POST", f"/_sandbox/apps/{app['client_id']}/install")
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            for _ in range(400):
-                if conn.execute("SELECT 1 FROM robot_registrations WHERE code = %s", (CODE,)).fetchone():
-                    break
-                time.sleep(0.05)
-            else:
-                raise RuntimeError("robot not registered after install")
+        install_and_await_robot(sandbox.control, app["client_id"], database_url, CODE, bridge.log_tail)
         sandbox.control(
             "POST",
             "/_sandbox/automation/rules",

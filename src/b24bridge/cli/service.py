@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import importlib
 import signal
 import socket
@@ -37,21 +36,12 @@ class Plan(StrEnum):
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket, taken before anything else starts: a port in use fails fast and touches nothing."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP spelt out: asyncio turns Nagle off (TCP_NODELAY) only on connections whose socket says so, and
-    # accepted connections inherit it. With proto 0 every answer on a kept-alive connection waited ~40 ms for the
-    # client's delayed ACK (/healthz: 1,430 req/s instead of thousands).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    from b24bridge.server import PortUnavailable, listening_socket
+
     try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        fail(f"B24BRIDGE_PORT: cannot listen on {host}:{port}: {reason}", EXIT_ENVIRONMENT)
-    sock.listen(2048)
-    sock.set_inheritable(True)
+        sock = listening_socket(host, port)
+    except PortUnavailable as exc:
+        fail(f"B24BRIDGE_PORT: {exc}", EXIT_ENVIRONMENT)
     return sock
 
 

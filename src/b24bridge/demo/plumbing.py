@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,6 +14,7 @@ import httpx
 import uvicorn
 
 from b24bridge.bitrix import BitrixClient, Portal, WebhookAuth
+from b24bridge.server import PortUnavailable, listening_socket
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -79,15 +79,10 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
 
 def listen(port: int, option: str) -> socket.socket:
     """A loopback socket taken before anything starts, so that a port in use fails at once and touches nothing."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((HOST, port))
-    except OSError as exc:
-        sock.close()
-        reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise DemoError(f"{option}: cannot listen on {HOST}:{port}: {reason}") from None
-    return sock
+        return listening_socket(HOST, port)
+    except PortUnavailable as exc:
+        raise DemoError(f"{option}: {exc}") from None
 
 
 class _Server(uvicorn.Server):
