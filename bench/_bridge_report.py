@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from _bridge_world import DRAIN, MAX_BATCH, Cloud, Setup
-from robot_latency import quantile
+from _measure import quantile, rounded
 
 QUANTILES = (0.5, 0.9, 0.99)
 THROUGHPUT_TARGET = 0.90  # measured / bound
@@ -72,10 +72,6 @@ def step_table(deals: list[dict[str, Any]]) -> dict[str, dict[str, float | None]
 def latencies(deals: list[dict[str, Any]], fired: int, end: str) -> list[float]:
     values = [d[end] - d["moved"] if d[end] is not None else math.inf for d in deals]
     return values + [math.inf] * (fired - len(deals))  # moves that never started a workflow
-
-
-def rounded(value: float, places: int = 4) -> float | None:
-    return None if math.isinf(value) else round(value, places)
 
 
 def portal_figures(cloud: Cloud, seen: dict[str, Any], fired: int) -> dict[str, dict[str, Any]]:

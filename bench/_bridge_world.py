@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, Bridge, drop_database, free_port, install_and_await_robot, make_database
-from robot_latency import CpuWindow
+from _measure import CpuWindow
 
 BURST, DRAIN, MAX_BATCH = 50, 2.0, 50  # cloud plan (REFERENCE 2.1), per portal
 STAGE = "PREPARATION"

@@ -71,11 +71,10 @@ from _bridge_report import (
     latencies,
     paste_block,
     report,
-    rounded,
 )
 from _bridge_world import BURST, DRAIN, MAX_BATCH, Cloud, Setup, fire_and_wait, prepare
 from _common import drop_database
-from robot_latency import quantile
+from _measure import met, quantile, rounded
 
 # --- workloads -------------------------------------------------------------------------------------------------
 
@@ -165,14 +164,10 @@ def steady(cloud: Cloud, admin_url: str, rate: float, args: argparse.Namespace) 
         name: round(result["portals"][name]["requests"] / result["seconds"], 2) for name in ("source", "target")
     }
     result["targets"] = {
-        f"p{round(q * 100)}": {"target_s": t, "ok": _met(result["latency_s"][f"p{round(q * 100)}"], t)}
+        f"p{round(q * 100)}": {"target_s": t, "ok": met(result["latency_s"][f"p{round(q * 100)}"], t)}
         for q, t in LATENCY_TARGETS.get(rate, {}).items()
     }
     return result
-
-
-def _met(value: float | None, target: float) -> bool:
-    return value is not None and value <= target
 
 
 def finish(setup: Setup, admin_url: str, args: argparse.Namespace) -> None:

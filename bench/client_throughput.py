@@ -23,172 +23,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
-import math
 import os
 import platform
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from typing import Any
 
-from _common import ServerProcess, free_port, wait_serving
-
-WRITE_COST = 0.05  # the sandbox's default operating-time cost of a write (SandboxConfig.cost_of)
-BURST, DRAIN = 50, 2.0  # cloud plan (REFERENCE 2.1)
-OPERATING_LIMIT, OPERATING_WINDOW = 480.0, 600.0
-MAX_BATCH = 50
-DRAIN_TIMEOUT = 30.0  # how long callers still in flight at the end of a window may take to finish
-
-PEERS = ("fb24-seq", "fb24-conc", "b24pysdk-seq", "b24pysdk-conc")
-
-
-# --- the sandbox (subprocess) ----------------------------------------------------------------------------------
-
-
-def serve(port: int) -> None:
-    import uvicorn
-
-    from b24bridge.sandbox.app import create_app
-    from b24bridge.sandbox.config import SandboxConfig
-    from b24bridge.sandbox.runtime import Sandbox
-
-    portal = Sandbox(SandboxConfig(port=port, plan="cloud", limits_enabled=True))
-    portal.bootstrap()
-    uvicorn.run(create_app(sandbox=portal), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def control(base: str, path: str) -> Any:
-    with urllib.request.urlopen(f"{base}{path}", timeout=10) as response:
-        return json.loads(response.read())
-
-
-def created(base: str) -> int:
-    return int(control(base, "/_sandbox/crm/counts")["counts"].get("CONTACT", 0))
-
-
-class Server(ServerProcess):
-    @property
-    def webhook(self) -> str:
-        return str(control(self.base, "/_sandbox/")["webhooks"][0]["url"])
-
-    def check_limits(self) -> None:
-        config = control(self.base, "/_sandbox/")["config"]
-        expected = {"limits_enabled": True, "burst": BURST, "drain_per_second": DRAIN}
-        expected |= {"operating_limit": OPERATING_LIMIT, "operating_window": OPERATING_WINDOW}
-        actual = {key: config[key] for key in expected}
-        if actual != expected or config["method_costs"]:
-            raise RuntimeError(f"sandbox limits are not the cloud defaults: {config}")
-
-    def refused(self) -> tuple[int, int]:
-        limits = control(self.base, "/_sandbox/limits")
-        return int(limits["refused_requests"]), int(limits["refused_operating"])
-
-
-def start_sandbox() -> Server:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(port)])
-
-    def ready() -> Server:
-        server = Server(port, process)
-        server.check_limits()
-        return server
-
-    return wait_serving(process, port, "sandbox", ready)
-
-
-# --- outcomes --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """What callers were told: an id, an exception, ``None``, or something else."""
-
-    started: int = 0
-    ok: int = 0
-    raised: int = 0
-    none: int = 0
-    other: int = 0
-    errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def begin(self) -> None:
-        with self.lock:
-            self.started += 1
-
-    def outcome(self, value: Any = None, exc: BaseException | None = None) -> None:
-        with self.lock:
-            if exc is not None:
-                self.raised += 1
-                code = getattr(exc, "code", "") or ""
-                self.errors[f"{type(exc).__name__}{f' {code}' if code else ''}"] += 1
-            elif value is None:
-                self.none += 1
-            elif isinstance(value, int | str) and str(value).isdigit() and int(value) > 0:
-                self.ok += 1
-            else:
-                self.other += 1
-
-    @property
-    def finished(self) -> int:
-        return self.ok + self.raised + self.none + self.other
-
-    def as_dict(self) -> dict[str, Any]:
-        data = {k: getattr(self, k) for k in ("started", "ok", "raised", "none", "other")}
-        return {**data, "errors": dict(self.errors.most_common(4))}
-
-
-def item(i: int) -> dict[str, Any]:
-    return {"NAME": f"Bench{i}", "LAST_NAME": "Throughput"}
-
-
-# --- the theoretical bound -------------------------------------------------------------------------------------
-
-
-def request_time(requests: int) -> float:
-    """Seconds until the last of ``requests`` is admitted: a burst of BURST at t=0, then one per 1/DRAIN s."""
-    return max(0.0, (requests - BURST) / DRAIN)
-
-
-def calls_per_window(seconds: float) -> int:
-    """Calls the request bucket admits within ``seconds`` from an empty bucket (at most 50 per request)."""
-    return (BURST + math.floor(seconds * DRAIN)) * MAX_BATCH
-
-
-def operating_calls() -> int:
-    """Calls of one method per operating window: the portal checks ``used > limit`` *before* a call."""
-    return math.floor(OPERATING_LIMIT / WRITE_COST) + 1
-
-
-def operating_time(calls: int) -> float:
-    """Seconds before the last of ``calls`` may start under the operating budget (whole windows must expire)."""
-    return math.floor((calls - 1) / operating_calls()) * OPERATING_WINDOW
-
-
-def bound_lines(calls: int, window: float) -> tuple[float, list[str]]:
-    requests = math.ceil(calls / MAX_BATCH)
-    t_req, t_op = request_time(requests), operating_time(calls)
-    t_bound = max(t_req, t_op)
-    lines = [
-        f"request bucket : T_req(N) = (ceil(N/{MAX_BATCH}) - burst) / drain = ({requests} - {BURST}) / {DRAIN:g}"
-        f" = {t_req:.1f} s  ->  {calls / t_req if t_req else math.inf:.1f} calls/s",
-        f"operating time : {OPERATING_LIMIT:g} s / {WRITE_COST} s per call = {operating_calls()} calls per"
-        f" {OPERATING_WINDOW:g} s window (sustained {OPERATING_LIMIT / WRITE_COST / OPERATING_WINDOW:g} calls/s);"
-        f" T_op(N) = floor((N-1)/{operating_calls()}) x {OPERATING_WINDOW:g} s = {t_op:.0f} s",
-        f"bound          : max(T_req, T_op) = {t_bound:.1f} s for N = {calls}  ->"
-        f" {calls / t_bound if t_bound else math.inf:.1f} calls/s"
-        f" ({'request bucket' if t_req >= t_op else 'operating time'} binds)",
-        f"{window:g} s window  : min((burst + floor(drain x T)) x {MAX_BATCH}, {operating_calls()}) ="
-        f" {min(calls_per_window(window), operating_calls())} calls ->"
-        f" {min(calls_per_window(window), operating_calls()) / window:.1f} calls/s;"
-        f" one call per request: burst + drain x T = {BURST + math.floor(window * DRAIN)} calls ->"
-        f" {(BURST + math.floor(window * DRAIN)) / window:.2f} calls/s",
-    ]
-    return (calls / t_bound if t_bound else math.inf), lines
-
+from _client_world import (
+    BURST,
+    DRAIN,
+    DRAIN_TIMEOUT,
+    OPERATING_LIMIT,
+    OPERATING_WINDOW,
+    WRITE_COST,
+    Server,
+    Tally,
+    bound_lines,
+    calls_per_window,
+    created,
+    item,
+    operating_calls,
+    start_sandbox,
+)
+from _peers import peer_windows
 
 # --- our client ------------------------------------------------------------------------------------------------
 
@@ -284,106 +140,6 @@ async def our_window(server: Server, window: float, concurrency: int, margin: in
     }
 
 
-# --- peers (each in a subprocess of its own) -------------------------------------------------------------------
-
-
-def run_peer(name: str, base: str, url: str, window: float, concurrency: int) -> dict[str, Any]:
-    """One peer for ``window`` seconds; returns what its callers were told and the count at the deadline."""
-    tally = Tally()
-    numbers = iter(range(10**9))
-    lock = threading.Lock()
-
-    def next_item() -> int:
-        with lock:
-            return next(numbers)
-
-    began = time.monotonic()
-    deadline = began + window
-    snapshot: dict[str, Any] = {}
-
-    def take_snapshot() -> None:
-        time.sleep(max(0.0, deadline - time.monotonic()))
-        snapshot["at_deadline"] = created(base)
-
-    snapper = threading.Thread(target=take_snapshot, daemon=True)
-    snapper.start()
-
-    if name.startswith("fb24"):
-        from fast_bitrix24 import Bitrix, BitrixAsync
-
-        if name == "fb24-seq":
-            bx = Bitrix(url, verbose=False)
-            while time.monotonic() < deadline:
-                i = next_item()
-                tally.begin()
-                try:
-                    tally.outcome(bx.call("crm.contact.add", {"fields": item(i)}))
-                except Exception as exc:
-                    tally.outcome(exc=exc)
-        else:
-
-            async def one(bx: Any, i: int) -> None:
-                tally.begin()
-                try:
-                    tally.outcome(await bx.call("crm.contact.add", {"fields": item(i)}))
-                except Exception as exc:
-                    tally.outcome(exc=exc)
-
-            async def main() -> None:
-                # As its users do: a wave of items gathered at once, each item called once; then the next wave.
-                bx = BitrixAsync(url, verbose=False)
-                while time.monotonic() < deadline:
-                    wave = [one(bx, next_item()) for _ in range(concurrency)]
-                    try:
-                        await asyncio.wait_for(asyncio.gather(*wave), deadline + DRAIN_TIMEOUT - time.monotonic())
-                    except TimeoutError:
-                        return  # the stuck calls stay started-but-unfinished in the tally
-
-            asyncio.run(main())
-    else:
-        from b24pysdk import BitrixWebhook
-        from b24pysdk.api.callers.call_method import _MethodCaller
-
-        # b24pysdk hard-codes https://{domain}/rest; point it at the loopback sandbox (bench only, as in tests/peers).
-        _MethodCaller._base_url = property(lambda self: f"http://{self._domain}/rest")
-        domain = base.removeprefix("http://")
-        token = url.split("/rest/", 1)[1].strip("/")
-        sdk = BitrixWebhook(domain=domain, webhook_token=token).get_client()
-
-        def loop() -> None:
-            while time.monotonic() < deadline:
-                i = next_item()
-                tally.begin()
-                try:
-                    tally.outcome(sdk.crm.contact.add(item(i)).result)
-                except Exception as exc:
-                    tally.outcome(exc=exc)
-
-        threads = [
-            threading.Thread(target=loop, daemon=True) for _ in range(1 if name.endswith("seq") else concurrency)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(max(0.1, deadline + DRAIN_TIMEOUT - time.monotonic()))
-    snapper.join(max(0.1, deadline + 5 - time.monotonic()))
-    return {
-        "tally": tally.as_dict(),
-        "at_deadline": snapshot.get("at_deadline"),
-        "drain_s": time.monotonic() - deadline,
-        "cpu_s": time.process_time(),
-    }
-
-
-def peer_main(args: argparse.Namespace) -> None:
-    import logging
-
-    logging.disable(logging.CRITICAL)  # fast_bitrix24 logs every retry; the counts say it all
-    result = run_peer(args.peer, args.base, args.url, args.window, args.peer_concurrency)
-    print(json.dumps(result), flush=True)
-    os._exit(0)  # callers still stuck after the drain timeout are counted as unfinished, not waited for
-
-
 # --- orchestration ---------------------------------------------------------------------------------------------
 
 
@@ -400,45 +156,8 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=5000)
-    parser.add_argument("--window", type=float, default=60.0)
-    parser.add_argument("--our-concurrency", type=int, default=250, help="our calls in flight in the window")
-    parser.add_argument("--peer-concurrency", type=int, default=50, help="concurrent callers of a -conc peer")
-    parser.add_argument("--bucket-margin", type=int, help="override Limits.bucket_margin (default: the client's 2)")
-    parser.add_argument("--skip-window", action="store_true", help="only the full run")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
-    parser.add_argument("--base", help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        serve(args.port)
-        return
-    if args.peer:
-        peer_main(args)
-        return
-
-    from b24bridge.observability import configure_logging
-
-    configure_logging("WARNING", "json")  # production pipeline; retries and errors still show on stderr
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-
-    began = time.monotonic()
-    bound, lines = bound_lines(args.calls, args.window)
-    print(f"Limits: cloud burst {BURST}, drain {DRAIN:g}/s, operating {OPERATING_LIMIT:g} s / {OPERATING_WINDOW:g} s,")
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    print(f"cost {WRITE_COST} s per crm.contact.add; {machine}")
-    print("\n".join(lines))
-
-    # 1. the full run
+def full_run(args: argparse.Namespace, bound: float) -> None:
+    """1. ``--calls`` concurrent calls through our client to a fresh sandbox: the figures and the target."""
     server = start_sandbox()
     try:
         elapsed, tally, metrics = asyncio.run(our_full_run(server.webhook, args.calls, args.bucket_margin))
@@ -477,10 +196,10 @@ def main() -> None:
     worst = max(refused, answered, retried)
     met = rate >= 0.95 * bound and worst <= 0.005 * args.calls and lost == 0 and made == tally.ok
     print(f"target (>= 95 % of bound, <= 0.5 % limit errors, none lost, created == ok): {'MET' if met else 'MISSED'}")
-    if args.skip_window:
-        return
 
-    # 2. the fixed window: ours alone, then the four peers side by side on four fresh sandboxes
+
+def fixed_window(args: argparse.Namespace) -> None:
+    """2. ``--window`` seconds of our client alone, then the four peers side by side on four fresh sandboxes."""
     window = args.window
     print(f"\n== {window:g} s window, fresh sandboxes with the same limits ==")
     rows: list[dict[str, Any]] = []
@@ -493,39 +212,7 @@ def main() -> None:
         server.stop()
     rows.append({"client": f"b24bridge ({args.our_concurrency} in flight)", **ours})
 
-    servers = {name: start_sandbox() for name in PEERS}
-    try:
-        procs = {
-            name: subprocess.Popen(
-                [
-                    *(sys.executable, __file__, "--peer", name, "--base", srv.base, "--url", srv.webhook),
-                    *("--window", str(window), "--peer-concurrency", str(args.peer_concurrency)),
-                ],
-                stdout=subprocess.PIPE,
-            )
-            for name, srv in servers.items()
-        }
-        for name, proc in procs.items():
-            try:
-                out, _ = proc.communicate(timeout=window + DRAIN_TIMEOUT + 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-            lines_out = out.decode().strip().splitlines()
-            result = json.loads(lines_out[-1]) if lines_out else {"tally": {}, "at_deadline": None}
-            srv = servers[name]
-            time.sleep(0.2)
-            result |= {"created": created(srv.base), "refused": srv.refused()}
-            label = {
-                "fb24-seq": "fast_bitrix24 call(), 1 caller",
-                "fb24-conc": f"fast_bitrix24 call(), {args.peer_concurrency} tasks",
-                "b24pysdk-seq": "b24pysdk add(), 1 caller",
-                "b24pysdk-conc": f"b24pysdk add(), {args.peer_concurrency} threads",
-            }[name]
-            rows.append({"client": label, **result})
-    finally:
-        for srv in servers.values():
-            srv.stop()
+    rows += peer_windows(window, args.peer_concurrency)
 
     ours_rate = rows[0]["at_deadline"] / window
     table_rows = []
@@ -575,6 +262,39 @@ def main() -> None:
     our_bound = min(calls_per_window(window), operating_calls()) / window
     print(f"b24bridge window: {ours_rate:.1f} calls/s = {ours_rate / our_bound:.3f} of the {window:g} s bound")
     print(f"(created@{window:g}s: sandbox count at the end of the window; created: after the callers stopped)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--our-concurrency", type=int, default=250, help="our calls in flight in the window")
+    parser.add_argument("--peer-concurrency", type=int, default=50, help="concurrent callers of a -conc peer")
+    parser.add_argument("--bucket-margin", type=int, help="override Limits.bucket_margin (default: the client's 2)")
+    parser.add_argument("--skip-window", action="store_true", help="only the full run")
+    args = parser.parse_args()
+
+    from b24bridge.observability import configure_logging
+
+    configure_logging("WARNING", "json")  # production pipeline; retries and errors still show on stderr
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    began = time.monotonic()
+    bound, lines = bound_lines(args.calls, args.window)
+    print(f"Limits: cloud burst {BURST}, drain {DRAIN:g}/s, operating {OPERATING_LIMIT:g} s / {OPERATING_WINDOW:g} s,")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    print(f"cost {WRITE_COST} s per crm.contact.add; {machine}")
+    print("\n".join(lines))
+
+    full_run(args, bound)
+    if args.skip_window:
+        return
+    fixed_window(args)
     print(f"\ntotal bench time {time.monotonic() - began:.0f} s")
 
 
