@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from b24bridge.robots.definitions.create_contact import CODE
+from tests.bodylimit.conftest import Connection, chunked, head, pairs, post
 from tests.door.conftest import READ_TIMEOUT, Portal, Served, encode
 from tests.portals.conftest import rows
-from tests.test_bodylimit import Connection, chunked, head, pairs, post
 
 KIB = 1024
 MIB = 1024 * KIB
