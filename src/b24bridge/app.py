@@ -88,9 +88,12 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
     async def database_down(request: Request, exc: Exception) -> JSONResponse:
-        # Nothing was stored: say so plainly. (A portal does not retry a robot call; a 503 is all we can give.)
+        # A write was not stored: say so plainly (a portal does not retry a robot call; a 503 is all we can give).
+        # A read says only that it could not be answered; both invite a retry shortly.
         log.warning("request refused: database unavailable", path=request.url.path, error=type(exc).__name__)
-        return JSONResponse({"error": "the database is unavailable; nothing was stored"}, status_code=503)
+        writes = request.method not in ("GET", "HEAD", "OPTIONS")
+        error = "the database is unavailable; nothing was stored" if writes else "the database is unavailable"
+        return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": "5"})
 
     # Every 4xx is a JSON error naming what was wrong (docs/security.md), the framework's own ones included.
     @app.exception_handler(FormError)

@@ -60,6 +60,11 @@ def sqlalchemy_url(url: str) -> str:
 
 
 POOL_TIMEOUT = 5.0
+# How long the pool keeps retrying one lost connection (backing off 1, 2, 4 s ...) before it lets the slot go. The
+# default (5 min) let the pauses grow to a minute or two, so after an outage of a few minutes the service stayed
+# unready that long with the database back. Given up sooner, the next request (a robot call, /readyz, the gauges)
+# opens a fresh connection at once.
+POOL_RECONNECT_GIVE_UP = 10.0
 # How long the job engine waits for a pooled connection. Its default (30 s) is what a stopping worker waited when
 # the database had gone away, so a shutdown during an outage took half a minute.
 JOB_POOL_TIMEOUT = POOL_TIMEOUT
@@ -325,6 +330,7 @@ class Database:
             # A request waiting for a connection while the database is down gets its 503 within seconds, not after
             # the pool's default half minute (a portal's robot call gives up after ten).
             timeout=POOL_TIMEOUT,
+            reconnect_timeout=POOL_RECONNECT_GIVE_UP,
         )
         await self._pool.open(wait=False)
 

@@ -46,7 +46,8 @@ def test_worker_survives_a_database_outage_and_every_accepted_call_is_answered_o
     asyncio.run(ensure_database(admin, "b24bridge"))
     url = server.url("b24bridge")
     migrations.upgrade(url)
-    bridge = RobotBridge(sandbox, url, embedded_dir, api_only=True).start()
+    token = "outage-admin-token-0123456789abcdef"
+    bridge = RobotBridge(sandbox, url, embedded_dir, api_only=True, settings={"admin_token": token}).start()
     try:
         bridge.install_and_sync()
         add_rule(sandbox, bridge.client_id, PERSON)
@@ -67,6 +68,10 @@ def test_worker_survives_a_database_outage_and_every_accepted_call_is_answered_o
         while time.monotonic() - down_at < 4:
             time.sleep(0.5)
         assert _ready(bridge) == 503
+        # A read that needs the database says so, without claiming a write was lost; both invite a retry.
+        runs = httpx.get(f"{bridge.base_url}/api/runs", headers={"Authorization": f"Bearer {token}"}, timeout=15)
+        assert (runs.status_code, runs.json()) == (503, {"error": "the database is unavailable"})
+        assert runs.headers["retry-after"] == "5"
         server.start()
         streamer.join(60)
 
