@@ -98,8 +98,12 @@ def test_with_target_faults_and_workers_killed_twice_every_deal_arrives_once(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_thousand_deals_arrive_once(bridge_factory: Callable[..., BridgeService]) -> None:
-    bridge = bridge_factory(volume.ROUTES)
+def test_a_thousand_deals_arrive_once(processes_factory: Callable[..., Any]) -> None:
+    # b24bridge as `serve` runs it (API and in-process worker), in a process of its own. Run inside this process
+    # beside both sandbox portals, one interpreter lock served all three: robot calls waited past the portal's 10 s
+    # handler timeout and half were lost (the same at earlier commits), while a b24bridge of its own accepts 1,000 calls
+    # in a second (bench/bridge_e2e.py: accept p99 1.7 s).
+    bridge = processes_factory(volume.ROUTES)
     world = _prepare(bridge, 1000)
     volume.fire(bridge.source, world.deal_ids)
     _check(bridge, world, _wait_answered(bridge, 1000, 600))
