@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Bridge, drop_database, free_port, install_and_await_robot, make_database
+from _common import ROOT, Bridge, drop_database, free_port, install_and_await_robot, make_database, stop_process
 from _measure import CpuWindow
 
 BURST, DRAIN, MAX_BATCH = 50, 2.0, 50  # cloud plan (REFERENCE 2.1), per portal
@@ -126,12 +126,7 @@ class Cloud:
         return self.portals[1]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 30)
 
 
 def _two_free_ports() -> int:

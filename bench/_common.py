@@ -34,6 +34,16 @@ def free_port() -> int:
         return port
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within ``grace`` seconds."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_serving(process: subprocess.Popen[bytes], port: int, name: str, ready: Callable[[], T]) -> T:
     """``ready()`` once ``process`` accepts connections on ``port`` (retried while it raises ``OSError``)."""
     deadline = time.monotonic() + 20
@@ -61,12 +71,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 10)
 
 
 # --- the robot benchmarks ---------------------------------------------------------------------------------------
@@ -102,8 +107,7 @@ class Sandbox:
         return answer.json()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        stop_process(self.proc, 10)
 
 
 class Bridge:
@@ -143,12 +147,7 @@ class Bridge:
             return ""
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 30)
 
 
 def make_database(admin_url: str) -> str:
