@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,3 +132,27 @@ async def test_the_pool_is_back_within_seconds_after_a_long_outage(embedded_dir:
                     await asyncio.sleep(0.5)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+@pytest.mark.timeout(120)
+async def test_an_embedded_server_stopped_under_the_service_is_started_again(embedded_dir: Path) -> None:
+    settings = Settings(data_dir=embedded_dir / "revive")
+    async with Database(settings) as db:
+        await db.ping()
+        pidfile = embedded_dir / "revive" / "pg" / "postmaster.pid"
+        first = int(pidfile.read_text().split()[0])
+        os.kill(first, signal.SIGINT)  # what `pg_ctl stop -m fast` does: as if someone stopped it by hand
+        stopped = time.monotonic()
+        for _ in range(300):  # until the server has gone (its pid file with it)
+            if not pidfile.exists():
+                break
+            await asyncio.sleep(0.1)
+        while True:
+            try:
+                await db.ping()
+                break
+            except DatabaseUnavailable:
+                assert time.monotonic() - stopped < 20, "the embedded server was not started again"
+                await asyncio.sleep(0.5)
+        assert int(pidfile.read_text().split()[0]) != first
+    assert not pidfile.exists()  # and the last user still stops it

@@ -9,40 +9,36 @@ to let go stops it (see :class:`EmbeddedPostgres`).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import importlib
-import json
-import os
 import re
-import subprocess
-import sys
-import threading
-import time
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
-from urllib.parse import parse_qs, quote, urlsplit
+from typing import Any
 
 import procrastinate
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from b24bridge.embedded import HANDLES_FILE, EmbeddedPostgres
 from b24bridge.observability import get_logger, redact_text
 from b24bridge.settings import Settings
+
+__all__ = [
+    "EMBEDDED_DB_NAME",
+    "HANDLES_FILE",
+    "Database",
+    "DatabaseUnavailable",
+    "EmbeddedPostgres",
+    "ensure_database",
+    "libpq_url",
+    "procrastinate_app",
+    "sqlalchemy_url",
+]
 
 log = get_logger(__name__)
 
 EMBEDDED_DB_NAME = "b24bridge"
 PING_TIMEOUT = 2.0
-# pgserver's list of the pids using a data directory (a JSON list of ints, inside the directory).
-HANDLES_FILE = ".handle_pids.json"
-# Seconds ``pg_ctl stop`` may take in each shutdown mode before the next, harsher one is tried.
-STOP_TIMEOUT = 5
 
 
 class DatabaseUnavailable(Exception):
@@ -60,6 +56,8 @@ def sqlalchemy_url(url: str) -> str:
 
 
 POOL_TIMEOUT = 5.0
+# How often a process using the embedded server checks that it still runs (and starts it again if not).
+EMBEDDED_CHECK_EVERY = 2.0
 # How long the pool keeps retrying one lost connection (backing off 1, 2, 4 s ...) before it lets the slot go. The
 # default (5 min) let the pauses grow to a minute or two, so after an outage of a few minutes the service stayed
 # unready that long with the database back. Given up sooner, the next request (a robot call, /readyz, the gauges)
@@ -74,191 +72,6 @@ def procrastinate_app(conninfo: str, **kwargs: Any) -> procrastinate.App:
     """A procrastinate App on ``conninfo``; the caller opens it (``async with app.open_async()``)."""
     connector = procrastinate.PsycopgConnector(conninfo=libpq_url(conninfo), timeout=JOB_POOL_TIMEOUT)
     return procrastinate.App(connector=connector, **kwargs)
-
-
-@dataclass
-class _Shared:
-    """One directory's server as this process uses it: the pgserver handle and how many of us use it."""
-
-    server: Any
-    users: int = 0
-
-
-class EmbeddedPostgres:
-    """A pgserver-managed PostgreSQL in one directory, shared by every process that uses the directory.
-
-    The first process to need it runs initdb and starts it; the others attach to the running server.
-    Users are counted in pgserver's ``.handle_pids.json``, one pid per process (uses within one process
-    are counted here). The server runs as long as a listed process is alive, whichever process started
-    it, and the last one to :meth:`stop` shuts it down. A starter that exits first leaves the server to
-    the others (``pg_ctl`` detached the postmaster from it). Pids of processes that died without letting
-    go (kill -9) are dropped whenever the list is rewritten, so whoever leaves last after such a crash
-    stops the server, and one that merely attached never stops it while another process still uses it.
-
-    Start/attach and stop/detach run under an exclusive ``flock`` on ``.<dir>.lock`` beside the
-    directory: two processes never initdb or start at once, and the server is never stopped while
-    another process is attaching to it.
-    """
-
-    # By directory, for this process: the handle list names a process once, so it must leave with its last user.
-    _shared: ClassVar[dict[Path, _Shared]] = {}
-
-    def __init__(self, pgdata: Path) -> None:
-        self.pgdata = pgdata.expanduser().resolve()
-        self._server: Any = None
-        # start() and stop() run in worker threads; after a second Ctrl-C, stop() also on the event loop.
-        self._lock = threading.Lock()
-
-    def start(self) -> str:
-        """Start the server or attach to the running one (blocking); return the ``postgres`` database's URL."""
-        with self._lock:
-            if self._server is None:
-                self.pgdata.mkdir(parents=True, exist_ok=True)
-                with self._exclusive():
-                    shared = self._shared.get(self.pgdata)
-                    if shared is None:
-                        shared = self._shared[self.pgdata] = _Shared(self._attach())
-                    shared.users += 1
-                self._server = shared.server
-                # A process that ends without stop() (an uncaught exception, sys.exit) still lets go.
-                atexit.register(self.stop)
-        return self.url("postgres")
-
-    def url(self, dbname: str) -> str:
-        assert self._server is not None
-        # pgserver answers only on a Unix socket and gives ``postgresql://postgres:@/db?host=/dir``;
-        # pydantic's PostgresDsn insists on a host, so use localhost and let the ``host`` query
-        # parameter (which libpq prefers over the authority part) point at the socket directory.
-        raw = self._server.get_uri(dbname)
-        socket_dir = parse_qs(urlsplit(raw).query)["host"][0]
-        return f"postgresql://postgres@localhost/{dbname}?host={quote(socket_dir, safe='/')}"
-
-    def stop(self) -> None:
-        """Let go of the server; shut it down if no other user, here or in a live process, is left."""
-        with self._lock:
-            server, self._server = self._server, None
-            if server is None:
-                return
-            atexit.unregister(self.stop)
-            with self._exclusive():
-                shared = self._shared[self.pgdata]
-                shared.users -= 1
-                if shared.users:
-                    return
-                del self._shared[self.pgdata]
-                others = _rewrite_handles(self.pgdata, leaving=os.getpid())
-                if others:
-                    log.info(
-                        "embedded PostgreSQL left running for other processes", pgdata=str(self.pgdata), pids=others
-                    )
-                else:
-                    self._shutdown(server.system_user)
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        # Beside the directory, not in it: initdb wants an empty one. A fresh descriptor per use, so the
-        # lock also keeps out other threads of this process; the kernel drops it when its holder dies.
-        fd = os.open(self.pgdata.with_name(f".{self.pgdata.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            _lock_exclusive(fd)
-            yield
-        finally:
-            os.close(fd)
-
-    def _attach(self) -> Any:
-        others = _rewrite_handles(self.pgdata)
-        # Not get_server(): its per-process cache would hand a stopped server back to a later start().
-        # cleanup_mode=None: only this class stops the server, under the lock and after counting users.
-        server = _import("pgserver").PostgresServer(self.pgdata, cleanup_mode=None)
-        # pgserver's exit hook would rewrite the handle list outside our lock; stop() does that instead.
-        atexit.unregister(server._cleanup)
-        log.info("embedded PostgreSQL ready", pgdata=str(self.pgdata), shared_with=others)
-        return server
-
-    def _shutdown(self, system_user: str | None) -> None:
-        # Read afresh: another user may have restarted the server since we attached.
-        info = _import("pgserver.utils").PostmasterInfo.read_from_pgdata(self.pgdata)
-        if info is None or not _pid_alive(info.pid):
-            return
-        pg_ctl = _import("pgserver._commands").pg_ctl
-        started = time.monotonic()
-        # "fast" disconnects clients (stray connections of other processes too) where "smart" would wait
-        # for them; "immediate" (crash recovery at the next start) if even that hangs.
-        for mode in ("fast", "immediate"):
-            try:
-                pg_ctl(["-w", "-t", str(STOP_TIMEOUT), "-m", mode, "stop"], pgdata=self.pgdata, user=system_user)
-            except subprocess.CalledProcessError as exc:
-                log.warning(f"pg_ctl stop -m {mode} failed", pgdata=str(self.pgdata), error=str(exc))
-                continue
-            # pg_ctl daemonises the postmaster, but a subreaper (or PID 1 in a container) inherits it:
-            # collect it so that no zombie is left behind.
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(info.pid, 0)
-            log.info(
-                "embedded PostgreSQL stopped", pgdata=str(self.pgdata), seconds=round(time.monotonic() - started, 2)
-            )
-            return
-        log.error("embedded PostgreSQL did not stop", pgdata=str(self.pgdata), pid=info.pid)
-
-
-if sys.platform == "win32":  # no fcntl there: the Windows quick start (start.ps1) must get this far
-    import msvcrt
-
-    def _lock_exclusive(fd: int) -> None:
-        # LK_LOCK gives up after about ten seconds of retries; keep waiting, as flock does.
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-                return
-            except OSError:
-                continue
-
-else:
-    import fcntl
-
-    def _lock_exclusive(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def _import(module: str) -> Any:
-    # pgserver is imported lazily: heavy, and only needed when no external database is configured.
-    with warnings.catch_warnings():
-        # platformdirs warns that XDG_RUNTIME_DIR is unset (normal in containers and CI).
-        warnings.simplefilter("ignore")
-        return importlib.import_module(module)
-
-
-def _rewrite_handles(pgdata: Path, *, leaving: int | None = None) -> list[int]:
-    """Drop dead processes (and ``leaving``) from pgserver's handle list; return the pids left in it.
-
-    Killed processes never take their pid out; left there, they would keep the server running forever.
-    """
-    handles = pgdata / HANDLES_FILE
-    if not handles.exists():  # nothing to rewrite, and a directory initdb has yet to fill must stay empty
-        return []
-    try:
-        pids = json.loads(handles.read_text())
-    except ValueError:
-        pids = []
-    kept = [pid for pid in pids if isinstance(pid, int) and pid != leaving and _pid_alive(pid)]
-    if kept != pids:
-        # Replaced, never rewritten in place: a process killed halfway must not leave half a list.
-        partial = handles.with_name(f"{HANDLES_FILE}.tmp")
-        partial.write_text(json.dumps(kept))
-        partial.replace(handles)
-    return kept
-
-
-def _pid_alive(pid: int) -> bool:
-    # A zombie has exited; where nobody reaps orphans (an init that does not, a container without one)
-    # a killed user would otherwise count as alive for good. psutil comes with pgserver.
-    psutil = _import("psutil")
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
 
 
 async def ensure_database(admin_url: str, dbname: str) -> None:
@@ -284,6 +97,7 @@ class Database:
         self._max_size = max_size
         self._embedded: EmbeddedPostgres | None = None
         self._pool: AsyncConnectionPool | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._url: str | None = str(settings.database_url) if settings.database_url is not None else None
 
     @property
@@ -333,8 +147,15 @@ class Database:
             reconnect_timeout=POOL_RECONNECT_GIVE_UP,
         )
         await self._pool.open(wait=False)
+        if self._embedded is not None:
+            self._keeper = asyncio.get_running_loop().create_task(_keep_alive(self._embedded))
 
     async def stop(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         pool, self._pool = self._pool, None
         embedded, self._embedded = self._embedded, None
         try:
@@ -384,3 +205,15 @@ class Database:
 
     def procrastinate_app(self, **kwargs: Any) -> procrastinate.App:
         return procrastinate_app(self.url, **kwargs)
+
+
+async def _keep_alive(embedded: EmbeddedPostgres) -> None:
+    """An embedded server that was killed or crashed comes back by itself: nobody else would start it again, and a
+    portal never retries a robot call refused meanwhile."""
+    while True:
+        await asyncio.sleep(EMBEDDED_CHECK_EVERY)
+        try:
+            await asyncio.to_thread(embedded.revive)
+        except Exception as exc:  # keep watching: the next check may succeed (a full disk freed, a port released)
+            reason = redact_text(f"{type(exc).__name__}: {exc}")
+            log.error("embedded PostgreSQL could not be started again", error=reason)
