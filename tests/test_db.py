@@ -122,14 +122,7 @@ async def test_the_pool_is_back_within_seconds_after_a_long_outage(embedded_dir:
                     await db.ping()
                 await asyncio.sleep(2)
             await asyncio.to_thread(server.start)
-            back = time.monotonic()
-            while True:
-                try:
-                    await db.ping()
-                    break
-                except DatabaseUnavailable:
-                    assert time.monotonic() - back < 12, "the pool did not reconnect within 12 s"
-                    await asyncio.sleep(0.5)
+            await _answers_within(db, time.monotonic(), 12)
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -147,12 +140,17 @@ async def test_an_embedded_server_stopped_under_the_service_is_started_again(emb
             if not pidfile.exists():
                 break
             await asyncio.sleep(0.1)
-        while True:
-            try:
-                await db.ping()
-                break
-            except DatabaseUnavailable:
-                assert time.monotonic() - stopped < 20, "the embedded server was not started again"
-                await asyncio.sleep(0.5)
+        await _answers_within(db, stopped, 20)
         assert int(pidfile.read_text().split()[0]) != first
     assert not pidfile.exists()  # and the last user still stops it
+
+
+async def _answers_within(db: Database, since: float, seconds: float) -> None:
+    """Ping until the database answers; fail once ``seconds`` have passed since ``since`` (monotonic)."""
+    while True:
+        try:
+            await db.ping()
+            return
+        except DatabaseUnavailable:
+            assert time.monotonic() - since < seconds, f"the database did not answer within {seconds:g} s"
+            await asyncio.sleep(0.5)
