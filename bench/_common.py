@@ -150,6 +150,17 @@ class Bridge:
         stop_process(self.proc, 30)
 
 
+def postgres_admin(database_url: str | None) -> tuple[str, Callable[[], None]]:
+    """The admin URL of ``database_url``, or of an embedded PostgreSQL started in a temporary folder; and the call
+    that lets go of it (stops the embedded one; nothing for a given URL)."""
+    from b24bridge.db import EmbeddedPostgres, libpq_url
+
+    if database_url:
+        return libpq_url(database_url), lambda: None
+    embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="b24bench-pg-")) / "pg")
+    return embedded.start(), embedded.stop
+
+
 def make_database(admin_url: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 

@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a benchmark ran, and the load average before it (the caller adds ``loadavg_after``)."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
+    }
+
 
 # --- figures ---------------------------------------------------------------------------------------------------
 

@@ -55,7 +55,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -73,8 +72,8 @@ from _bridge_report import (
     report,
 )
 from _bridge_world import BURST, DRAIN, MAX_BATCH, Cloud, Setup, fire_and_wait, prepare
-from _common import drop_database
-from _measure import met, quantile, rounded
+from _common import drop_database, postgres_admin
+from _measure import machine_info, met, quantile, rounded
 
 # --- workloads -------------------------------------------------------------------------------------------------
 
@@ -213,23 +212,11 @@ def main() -> None:
         parser.error("--contacts and --companies must be at least 1")
 
     import b24bridge
-    from b24bridge.db import EmbeddedPostgres, libpq_url
     from b24bridge.observability import configure_logging
 
     configure_logging("ERROR", "json")
-    embedded = None
-    if args.database_url:
-        admin_url = libpq_url(args.database_url)
-    else:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="b24bench-pg-")) / "pg")
-        admin_url = embedded.start()
-    machine: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-        "b24bridge": str(Path(b24bridge.__file__).parent),
-    }
+    admin_url, release_postgres = postgres_admin(args.database_url)
+    machine = {**machine_info(), "b24bridge": str(Path(b24bridge.__file__).parent)}
     global DUMP
     DUMP = [] if args.dump else None
     work = Path(tempfile.mkdtemp(prefix="b24bench-cloud-"))
@@ -248,8 +235,7 @@ def main() -> None:
     finally:
         cloud.stop()
         shutil.rmtree(work, ignore_errors=True)
-        if embedded is not None:
-            embedded.stop()
+        release_postgres()
     machine["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     if args.dump and DUMP is not None:
         args.dump.write_text(json.dumps([{"workload": r["workload"], "rate": r.get("rate"), "deals": d}

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from _common import Bridge, Sandbox, drop_database, free_port, make_database
+from _common import Bridge, Sandbox, drop_database, free_port, make_database, postgres_admin
 
 BASELINE = {"accepted_per_s": 973.0, "p50_ms": 62.0, "p99_ms": 150.0, "healthz_per_s": 13162.0}
 PROPERTIES = {"first_name": "Ann", "last_name": "Lee", "phone": "+15551234567", "email": "ann@example.com"}
@@ -245,14 +245,7 @@ def main() -> int:
         return 2
     settings = dict(item.split("=", 1) for item in args.setting)
 
-    from b24bridge.db import EmbeddedPostgres, libpq_url
-
-    embedded = None
-    if args.database_url:
-        admin_url = libpq_url(args.database_url)
-    else:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="b24bench-pg-")) / "pg")
-        admin_url = embedded.start()
+    admin_url, release_postgres = postgres_admin(args.database_url)
     sandbox = Sandbox()
     service = None
     try:
@@ -263,8 +256,7 @@ def main() -> int:
             service.bridge.stop()
             drop_database(admin_url, service.database_url)
         sandbox.stop()
-        if embedded is not None:
-            embedded.stop()
+        release_postgres()
     report(figures, args)
     if args.json:
         print(json.dumps(figures))

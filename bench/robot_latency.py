@@ -41,14 +41,11 @@ import functools
 import json
 import math
 import os
-import platform
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from _common import Sandbox, drop_database
+from _common import Sandbox, drop_database, postgres_admin
 from _latency_report import QUANTILES, report, runs_of, summary
 from _latency_world import (
     BURST,
@@ -60,7 +57,7 @@ from _latency_world import (
     operating_binds,
     prepare,
 )
-from _measure import met, quantile, rounded
+from _measure import machine_info, met, quantile, rounded
 
 # From the issue "robot runs with the default settings": calls/s -> {quantile: seconds}.
 STEADY_TARGETS: dict[float, dict[float, float]] = {1.0: {0.5: 0.060, 0.99: 0.150}, 10.0: {0.5: 0.350, 0.99: 0.800}}
@@ -162,22 +159,11 @@ def main() -> None:
     if any(r <= 0 for r in rates) or args.seconds <= 0 or args.burst < 1:
         parser.error("--rates, --seconds and --burst must be positive")
 
-    from b24bridge.db import EmbeddedPostgres, libpq_url
     from b24bridge.observability import configure_logging
 
     configure_logging("ERROR", "json")
-    embedded = None
-    if args.database_url:
-        admin_url = libpq_url(args.database_url)
-    else:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="b24bench-pg-")) / "pg")
-        admin_url = embedded.start()
-    machine = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-    }
+    admin_url, release_postgres = postgres_admin(args.database_url)
+    machine = machine_info()
     results: list[dict[str, Any]] = []
     sandbox = Sandbox()
     try:
@@ -192,8 +178,7 @@ def main() -> None:
                 print("\n".join(report(results[-1])), flush=True)
     finally:
         sandbox.stop()
-        if embedded is not None:
-            embedded.stop()
+        release_postgres()
     machine["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     if args.json:
         json.dump(

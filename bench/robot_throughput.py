@@ -24,12 +24,10 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from _common import STAGE, Sandbox, drop_database, scrape, setup_robot
+from _common import STAGE, Sandbox, drop_database, postgres_admin, scrape, setup_robot
 
 BURST, DRAIN, PER_BATCH, CALLS_PER_RUN = 50, 2.0, 50, 2  # cloud plan (REFERENCE 2.1); contact.add + event.send
 REQUESTS_PER_RUN_ALONE = 1  # without auto-batching a run's two commands still go as one chain, one request
@@ -116,24 +114,17 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("B24BRIDGE_TEST_DATABASE_URL"))
     args = parser.parse_args()
 
-    from b24bridge.db import EmbeddedPostgres, libpq_url
     from b24bridge.observability import configure_logging
 
     configure_logging("ERROR", "json")
-    embedded = None
-    if args.database_url:
-        admin_url = libpq_url(args.database_url)
-    else:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="b24bench-pg-")) / "pg")
-        admin_url = embedded.start()
+    admin_url, release_postgres = postgres_admin(args.database_url)
     sandbox = Sandbox()
     try:
         batched = phase("auto-batched", sandbox, admin_url, args, batched=True)
         baseline = phase("one request per run", sandbox, admin_url, args, batched=False)
     finally:
         sandbox.stop()
-        if embedded is not None:
-            embedded.stop()
+        release_postgres()
 
     n = args.runs
     bound_batched = n / max(bound_seconds(n, PER_BATCH), args.fire_seconds)
