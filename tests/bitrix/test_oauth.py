@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from b24bridge.bitrix import BatchSettings, BitrixClient, Limits, OAuthAuth, TokenPair, errors
+from b24bridge.bitrix.auth import RefreshLock
 from b24bridge.bitrix.redis_state import RedisRefreshLock
 from tests.sandbox.conftest import LiveSandbox
 
@@ -121,25 +122,31 @@ async def test_refresh_is_single_flight_across_processes(sandbox: LiveSandbox, r
     """Two clients that share only Redis and the token store (as two processes would) refresh once."""
     from redis.asyncio import Redis
 
-    tokens = install(sandbox)
-    store = Store()
     redis_a, redis_b = Redis.from_url(redis_url), Redis.from_url(redis_url)
     try:
-        async with (
-            BitrixClient(refresh_lock=RedisRefreshLock(redis_a, prefix="t-oauth")) as a,
-            BitrixClient(refresh_lock=RedisRefreshLock(redis_b, prefix="t-oauth")) as b,
-        ):
-            store.auth = auth_a = oauth(sandbox, tokens)
-            auth_b = oauth(sandbox, tokens)
-            portal_a = a.portal(auth_a, key="shared", on_tokens=store.save, load_tokens=store.load)
-            portal_b = b.portal(auth_b, key="shared", on_tokens=store.save, load_tokens=store.load)
-            sandbox.control("POST", "/_sandbox/tokens/expire", {"client_id": sandbox.client_id})
-            await asyncio.gather(
-                *(portal_a.call("profile") for _ in range(50)), *(portal_b.call("profile") for _ in range(50))
-            )
+        lock_a, lock_b = RedisRefreshLock(redis_a, prefix="t-oauth"), RedisRefreshLock(redis_b, prefix="t-oauth")
+        await assert_one_refresh_between(sandbox, lock_a, lock_b, calls=50)
     finally:
         await redis_a.aclose()
         await redis_b.aclose()
+
+
+async def assert_one_refresh_between(
+    sandbox: LiveSandbox, lock_a: RefreshLock, lock_b: RefreshLock, calls: int
+) -> None:
+    """Two clients, one on each lock, sharing the token store (as two processes would): their access token expires,
+    ``calls`` calls each need it at once, and the OAuth server sees one refresh, whose pair both end up using."""
+    tokens = install(sandbox)
+    store = Store()
+    async with BitrixClient(refresh_lock=lock_a) as a, BitrixClient(refresh_lock=lock_b) as b:
+        store.auth = auth_a = oauth(sandbox, tokens)
+        auth_b = oauth(sandbox, tokens)
+        portal_a = a.portal(auth_a, key="shared", on_tokens=store.save, load_tokens=store.load)
+        portal_b = b.portal(auth_b, key="shared", on_tokens=store.save, load_tokens=store.load)
+        sandbox.control("POST", "/_sandbox/tokens/expire", {"client_id": sandbox.client_id})
+        await asyncio.gather(
+            *(portal_a.call("profile") for _ in range(calls)), *(portal_b.call("profile") for _ in range(calls))
+        )
     assert counter(sandbox, "oauth_requests:refresh_token") == 1
     assert auth_a.tokens.access_token == auth_b.tokens.access_token == store.saved[-1].access_token
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from b24bridge.bitrix import BitrixClient
 from b24bridge.db import Database
 from b24bridge.portals.refresh_lock import DatabaseRefreshLock
 from b24bridge.settings import Settings
-from tests.bitrix.test_oauth import Store, counter, install, oauth
+from tests.bitrix.test_oauth import assert_one_refresh_between
 from tests.sandbox.conftest import LiveSandbox, _shared_sandbox, sandbox, sandbox_factory  # noqa: F401
 
 
@@ -49,20 +48,7 @@ async def test_refresh_is_single_flight_across_processes_through_the_database(
     two_pools: tuple[Database, Database],
 ) -> None:
     """Two clients that share only the database and the token store refresh once, without Redis."""
-    tokens = install(sandbox)
-    store = Store()
     first, second = two_pools
-    async with (
-        BitrixClient(refresh_lock=DatabaseRefreshLock(first.pool)) as a,
-        BitrixClient(refresh_lock=DatabaseRefreshLock(second.pool)) as b,
-    ):
-        store.auth = auth_a = oauth(sandbox, tokens)
-        auth_b = oauth(sandbox, tokens)
-        portal_a = a.portal(auth_a, key="shared", on_tokens=store.save, load_tokens=store.load)
-        portal_b = b.portal(auth_b, key="shared", on_tokens=store.save, load_tokens=store.load)
-        sandbox.control("POST", "/_sandbox/tokens/expire", {"client_id": sandbox.client_id})
-        await asyncio.gather(
-            *(portal_a.call("profile") for _ in range(30)), *(portal_b.call("profile") for _ in range(30))
-        )
-    assert counter(sandbox, "oauth_requests:refresh_token") == 1
-    assert auth_a.tokens.access_token == auth_b.tokens.access_token == store.saved[-1].access_token
+    await assert_one_refresh_between(
+        sandbox, DatabaseRefreshLock(first.pool), DatabaseRefreshLock(second.pool), calls=30
+    )
