@@ -15,12 +15,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from psycopg import sql
 
 from b24bridge import migrations
 from b24bridge.db import Database, EmbeddedPostgres, libpq_url
 from b24bridge.settings import Settings
 from tests.livehttp import Receiver, serve
+
+# Property tests find the same thing every run: their cases follow from each test's own code (tests/fuzzing.py says
+# how the schemathesis fuzz tests are seeded, and where what they find is kept).
+hypothesis_settings.register_profile("b24bridge", derandomize=True)
+hypothesis_settings.load_profile("b24bridge")
 
 
 def with_dbname(url: str, dbname: str) -> str:

@@ -246,7 +246,9 @@ def test_a_megabyte_of_escapes_or_fields_parses_in_milliseconds() -> None:
         started = time.perf_counter()
         with contextlib.suppress(FormError):
             parse_form(body)
-        assert time.perf_counter() - started < 0.25, body[:30]
+        # Each takes under 15 ms on a quiet machine; a decoder quadratic in the body takes minutes. The bound is
+        # wide because this shares two cores with the rest of the suite (0.25 s failed once under load).
+        assert time.perf_counter() - started < 1.0, body[:30]
 
 
 # --- the robot call and the typed fields --------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,8 +17,9 @@ from starlette.routing import Route
 
 from b24bridge import __version__, gauges
 from b24bridge.accesslog import AccessLog
+from b24bridge.admin.endpoints import ROUTERS as ADMIN_ROUTERS
 from b24bridge.admin.endpoints import install as install_admin
-from b24bridge.bodylimit import ASGIApp, BodyLimit
+from b24bridge.bodylimit import ASGIApp, BodyLimit, Scope
 from b24bridge.bridge.endpoints import router as bridge_router
 from b24bridge.composition import open_services
 from b24bridge.db import Database, DatabaseUnavailable
@@ -27,9 +28,13 @@ from b24bridge.jobs import SupervisedWorker
 from b24bridge.observability import get_logger, metrics_app, redact_text
 from b24bridge.portals.endpoints import router as portals_router
 from b24bridge.robots.endpoints import router as robots_router
+from b24bridge.safetext import refusal
 from b24bridge.settings import Settings
 
 log = get_logger(__name__)
+
+DOMAIN_ROUTERS = (portals_router, robots_router, bridge_router)
+ROUTERS = (*DOMAIN_ROUTERS, *ADMIN_ROUTERS)
 
 
 def create_service(settings: Settings, database: Database | None = None) -> ASGIApp:
@@ -38,7 +43,29 @@ def create_service(settings: Settings, database: Database | None = None) -> ASGI
     The door is outermost so that nothing, Starlette's own error handling included, runs before a body over its
     cap is refused, and so that its JSON 500 replaces Starlette's plain-text one (docs/security.md).
     """
-    return AccessLog(BodyLimit(create_app(settings, database), read_timeout=settings.body_read_timeout))
+    app = create_app(settings, database)
+    door = BodyLimit(app, read_timeout=settings.body_read_timeout, path_parameter=_path_parameter_of(app))
+    return AccessLog(door)
+
+
+def _path_parameter_of(app: FastAPI) -> Callable[[Scope], str | None]:
+    """For the door's refusals: which path parameter of the route ``scope`` is for holds text that is not storable
+    (a NUL; U+FFFD is what the server made of bytes that are not UTF-8)."""
+    routes = [*app.routes, *(route for router in ROUTERS for route in router.routes)]
+    templates = [route.path_regex for route in routes if isinstance(route, Route)]
+
+    def name(scope: Scope) -> str | None:
+        path = str(scope["path"])
+        for template in templates:
+            matched = template.match(path)
+            if matched is None:
+                continue
+            for key, value in matched.groupdict().items():
+                if refusal(value) is not None or "\ufffd" in value:
+                    return key
+        return None
+
+    return name
 
 
 def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
@@ -111,9 +138,8 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         field = ".".join(str(part) for part in first["loc"][1:]) or str(first["loc"][0])
         return JSONResponse({"error": f"field {field}: {first['msg']}", "field": field}, status_code=400)
 
-    app.include_router(portals_router)
-    app.include_router(robots_router)
-    app.include_router(bridge_router)
+    for router in DOMAIN_ROUTERS:
+        app.include_router(router)
     install_admin(app)
     # A plain route (not a Mount) so that ``/metrics`` answers without a redirect to ``/metrics/``.
     app.router.routes.append(Route("/metrics", endpoint=metrics_app(), include_in_schema=False))

@@ -8,6 +8,8 @@ Internet and Bitrix24 never retries a robot call:
   disconnect, the client a ``413``), so nothing beyond the cap is ever read, let alone buffered;
 * the body must arrive within ``read_timeout`` seconds of the application asking for it, else ``408``: slow
   senders cannot hold connections;
+* a request target (path, query string) with text PostgreSQL cannot hold is answered ``400`` naming the parameter
+  (:func:`b24bridge.safetext.target_refusal`), before any route runs;
 * a client that goes away mid-upload costs one debug line, not an ERROR traceback;
 * an exception escaping the application is answered ``500`` once, as JSON, logged once with its traceback, and
   the connection stays usable: uvicorn on its own closes a kept-alive connection after Starlette's 500 without
@@ -26,6 +28,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 import structlog
+
+from .safetext import TextRefused, target_refusal
 
 # Plain ASGI, spelled as starlette.types does (so a FastAPI app fits) without importing the web framework.
 Scope = MutableMapping[str, Any]
@@ -54,6 +58,7 @@ log = structlog.get_logger("b24bridge.http")
 class BodyLimit:
     """Wrap ``app``: ``BodyLimit(app, limits={"/robots": 1 << 20}, default_limit=1 << 20, read_timeout=10.0)``.
 
+    ``path_parameter(scope)`` names the path parameter that holds text refused in the path (else it is "path").
     ``limits`` maps path prefixes to a body cap in bytes; a prefix covers itself and what lies below it
     (``/install`` covers ``/install/page``, not ``/installer``); the longest matching prefix wins and
     ``default_limit`` covers every other path.
@@ -66,8 +71,11 @@ class BodyLimit:
         limits: Mapping[str, int] = B24BRIDGE_LIMITS,
         default_limit: int = DEFAULT_LIMIT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        path_parameter: Callable[[Scope], str | None] | None = None,
     ) -> None:
         self.app = app
+        # Which path parameter holds the bad text (the app's routes know; this middleware does not).
+        self.path_parameter = path_parameter
         self.default_limit = default_limit
         self.read_timeout = read_timeout
         prefixes = ((prefix.rstrip("/"), limit) for prefix, limit in limits.items())
@@ -122,6 +130,14 @@ class _Exchange:
         self.held_size = 0
 
     async def run(self) -> None:
+        # Text PostgreSQL cannot hold (a NUL, bytes that are not UTF-8) is refused before any route sees it.
+        bad_text = target_refusal(_raw_path(self.scope), self.scope.get("query_string", b""))
+        if bad_text is not None:
+            if bad_text.field == "path" and self.config.path_parameter is not None:
+                bad_text = TextRefused(self.config.path_parameter(self.scope) or "path", bad_text.reason)
+            log.info("http.target_refused", method=self.scope["method"], field=bad_text.field, reason=bad_text.reason)
+            await self.answer(400, str(bad_text), field=bad_text.field)
+            return
         if self.declared == -1:
             await self.answer(400, "invalid Content-Length header")
             return
@@ -198,9 +214,9 @@ class _Exchange:
         for message in held:
             await self.forward(message)
 
-    async def answer(self, status: int, error: str) -> None:
+    async def answer(self, status: int, error: str, field: str | None = None) -> None:
         """Our own JSON answer; it closes the connection unless the request body was read to its end."""
-        body = json.dumps({"error": error}).encode()
+        body = json.dumps({"error": error} if field is None else {"error": error, "field": field}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if not self.body_done:
             headers.append((b"connection", b"close"))
@@ -251,6 +267,12 @@ class _Exchange:
             declared=self.declared,
             received=self.received,
         )
+
+
+def _raw_path(scope: Scope) -> bytes:
+    raw: bytes | None = scope.get("raw_path")
+    # raw_path is optional in ASGI; "surrogatepass" keeps a lone surrogate as bytes strict UTF-8 then refuses.
+    return raw if raw is not None else str(scope["path"]).encode("utf-8", "surrogatepass")
 
 
 def _with_connection_close(message: Message) -> Message:

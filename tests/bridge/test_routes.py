@@ -303,3 +303,14 @@ def test_broken_yaml_empty_files_and_missing_files() -> None:
 def test_route_and_portal_names_are_checked() -> None:
     text = BASE.replace("  r1:", "  R 1:")
     assert problems(text) == ["routes.yaml:5: routes['R 1']: not a route name; allowed: [a-z0-9][a-z0-9_-]{0,62}"]
+
+
+def test_text_postgresql_cannot_hold_is_refused_with_its_line() -> None:
+    text = BASE.replace('TITLE: "{{ deal.TITLE }}"', 'TITLE: "a\\0b"\n      "C\\0": "x"\n      D: "\\ud800"')
+    assert problems(text) == [
+        "routes.yaml:10: routes.r1.deal.TITLE: the value contains a NUL character, which cannot be stored; "
+        "allowed: text without NUL characters",
+        "routes.yaml:11: routes.r1.deal: a key contains a NUL character, which cannot be stored; allowed: text keys",
+        "routes.yaml:12: routes.r1.deal.D: the value contains a lone surrogate, which is not text; "
+        "allowed: text without NUL characters",
+    ]

@@ -3,7 +3,8 @@
 Positive and negative cases of each operation, sent as generated and again with the portal's real
 ``auth[member_id]``/``auth[application_token]`` put in, so that the robot and event handlers are driven past
 the token check to validation and the database. No answer may be a 5xx and every 4xx must be a JSON error
-(``{"error": ..., "field"?: ...}``). A short run here; ``-m slow`` runs a long one.
+(``{"error": ..., "field"?: ...}``). A short run here with a fixed seed; ``-m slow`` runs a long, randomized one that
+keeps what fails for the short one to replay (tests/fuzzing.py).
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
 from b24bridge.app import create_app
 from b24bridge.settings import Settings
 from tests.door.conftest import Portal
+from tests.fuzzing import fuzz_operation
 
 SHORT, LONG = 15, 400
 
@@ -47,7 +46,6 @@ def _checks(operation: Any) -> list[Any]:
 # the running server.
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]  # type: ignore[union-attr]
-MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 
 
 def _exercise(case: Any, portal: Portal) -> None:
@@ -62,21 +60,8 @@ def _exercise(case: Any, portal: Portal) -> None:
         case.call_and_validate(base_url=portal.bridge.base_url, checks=checks)
 
 
-def _run(operation: Any, portal: Portal, examples: int) -> None:
-    for mode in MODES:
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def exercise(case: Any) -> None:
-            _exercise(case, portal)
-
-        try:
-            exercise()
-        except Unsatisfiable:
-            # Some operations have no input that breaks their schema (/healthz takes none, a free string path
-            # parameter takes any): then there is no negative case to send.
-            if mode is not GenerationMode.NEGATIVE:
-                raise
+def _run(operation: Any, portal: Portal, examples: int, *, explore: bool = False) -> None:
+    fuzz_operation(operation, lambda case: _exercise(case, portal), examples=examples, explore=explore)
 
 
 def test_the_schema_covers_every_endpoint() -> None:
@@ -98,4 +83,4 @@ def test_no_5xx_and_every_4xx_a_json_error(operation: Any, portal: Portal) -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: f"{op.method.upper()} {op.path}")
 def test_no_5xx_and_every_4xx_a_json_error_long(operation: Any, portal: Portal) -> None:
-    _run(operation, portal, LONG)
+    _run(operation, portal, LONG, explore=True)

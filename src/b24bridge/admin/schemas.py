@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from b24bridge.runs.schemas import KINDS, STATUSES
+from b24bridge.safetext import StoredText
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "uncertain", "dead"]
 RunKind = Literal["robot", "bridge"]
@@ -119,8 +120,8 @@ class ReplayRequest(BaseModel):
 
     run_ids: list[RunId] | None = Field(default=None, min_length=1, max_length=MAX_REPLAY_IDS)
     status: Literal["dead"] | None = None
-    route: str | None = Field(default=None, max_length=200)
-    portal: str | None = Field(default=None, max_length=200, description="member_id, or a route file portal key")
+    route: StoredText | None = Field(default=None, max_length=200)
+    portal: StoredText | None = Field(default=None, max_length=200, description="member_id, or a route file portal key")
     kind: RunKind | None = None
     since: datetime | None = Field(default=None, description="created at or after (ISO 8601; no zone: UTC)")
 
@@ -142,7 +143,9 @@ class ReplayResult(BaseModel):
 class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    portal: str | None = Field(default=None, max_length=64, description="one portal's member_id; none: every active")
+    portal: StoredText | None = Field(
+        default=None, max_length=64, description="one portal's member_id; none: every active"
+    )
 
 
 class SyncResult(BaseModel):

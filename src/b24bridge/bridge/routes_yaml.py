@@ -16,6 +16,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..observability import redact_text
+from ..safetext import refusal
 
 Segment = str | int
 _MAX_NODES = 100_000  # an alias bomb expands to far more; an honest route file has a few hundred
@@ -143,6 +144,9 @@ class _Builder:
             return Scalar(value, node.value, line)
         reported = len(self.problems.messages)
         value = self._interpolate(value, line, path)
+        unstorable = refusal(value)
+        if unstorable is not None:  # a "\0" or "\ud800" escape, or an environment variable's undecodable bytes
+            self.problems.add(line, path, f"the value {unstorable}", "text without NUL characters")
         return Scalar(value, node.value, line, broken=len(self.problems.messages) > reported)
 
     def _mapping(self, node: MappingNode, path: list[Segment]) -> Map:
@@ -163,6 +167,9 @@ class _Builder:
                 self.problems.add(key_node.start_mark.line + 1, path, "a key must be a plain value", "text keys")
                 continue
             key = _key_text(key_node)
+            if refusal(key) is not None:
+                self.problems.add(key_node.start_mark.line + 1, path, f"a key {refusal(key)}", "text keys")
+                continue
             entries[key] = Entry(key_node.start_mark.line + 1, self.build(value_node, [*path, key]))
         return Map(entries, node.start_mark.line + 1)
 

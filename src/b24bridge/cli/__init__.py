@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from b24bridge.safetext import NOT_UTF8, refusal
 from b24bridge.settings import SettingsError
 
 from . import records, service
@@ -31,6 +32,11 @@ def main() -> None:
     if sys.platform == "win32":
         # psycopg's async mode cannot run on Windows' default (proactor) event loop.
         asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())
+    for position, argument in enumerate(sys.argv[1:], 1):
+        # Bytes that are not UTF-8 reach Python as lone surrogates, which no database query or log line can carry.
+        if refusal(argument) is not None:
+            err.print(f"argument {position} {NOT_UTF8}", markup=False, highlight=False)
+            sys.exit(EXIT_CONFIG)
     try:
         app()
     except SettingsError as exc:  # raised outside a command, e.g. by a plugin; same contract

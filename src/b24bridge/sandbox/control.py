@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,7 +60,7 @@ def control(handler: Endpoint) -> Endpoint:
             return await handler(request)
         except ControlError as exc:
             return reply({"error": str(exc)}, exc.status)
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, ArithmeticError) as exc:
             return reply({"error": f"bad request: {exc}"}, 400)
 
     return wrapped
@@ -170,8 +171,8 @@ async def configure(request: Request) -> Response:
 
 def _number(data: dict[str, Any], key: str) -> float:
     value = data[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ControlError(f"{key} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ControlError(f"{key} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -284,7 +285,7 @@ async def expire_tokens(request: Request) -> Response:
 async def clock(request: Request) -> Response:
     sandbox = portal(request)
     data = await body_of(request)
-    sandbox.clock_offset += float(data.get("advance", 0))
+    sandbox.clock_offset += _number({"advance": 0, **data}, "advance")
     return reply({"now": sandbox.now(), "offset": sandbox.clock_offset})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -59,10 +60,26 @@ async def read_params(request: Request) -> dict[str, Any]:
                 except ValueError:
                     # PHP's json_decode yields null on bad input and the portal carries on without parameters.
                     json_body = None
+                if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(json_body):
+                    # So does a lone UTF-16 surrogate escape (PHP's JSON_ERROR_UTF16), which Python accepts.
+                    json_body = None
     params = parse_php_pairs(pairs)
     if isinstance(json_body, dict):
         params.update(json_body)
     return lower_keys(params)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(0xD800 <= ord(char) <= 0xDFFF for char in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
 
 
 def _drop(request: Request) -> Response:

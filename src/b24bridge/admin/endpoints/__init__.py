@@ -16,6 +16,9 @@ async def _page_refused(request: Request, exc: Exception) -> Response:
     return exc.response
 
 
+ROUTERS = (api.router, docs.router, pages.router)
+
+
 def install(app: FastAPI) -> None:
     """The admin API, page and API documentation on ``app`` (built with ``docs_url=None, redoc_url=None``)."""
     app.include_router(api.router)
