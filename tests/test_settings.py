@@ -106,6 +106,19 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_cli_arguments_that_are_not_text_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates: they used to end in a traceback from psycopg."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("B24BRIDGE_")}
+    for argv in ([b"runs", b"list", b"--portal", b"\xff"], [b"portals", b"show", b"a\xed\xa0\x80b"]):
+        result = subprocess.run(
+            [sys.executable.encode(), b"-m", b"b24bridge.cli", *argv], env=env, cwd=tmp_path, capture_output=True
+        )
+        assert result.returncode == 2, result.stderr
+        position = len(argv)
+        assert result.stderr.decode().strip() == f"argument {position} is not valid UTF-8 text"
+        assert b"Traceback" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
