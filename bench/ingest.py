@@ -1,27 +1,29 @@
-"""Durable accept rate of robot calls: valid calls stored with their job, per second, beside ``/healthz``.
+"""The front door at full speed: durable robot-call acceptance and ``/healthz`` beside a bare app on the same stack.
 
     .venv/bin/python bench/ingest.py [--rounds 3] [--duration 10] [--connections 64] [--database-url URL]
                                      [--setting NAME=VALUE ...] [--json]
 
-b24bridge runs as its own process (``b24bridge serve``, the API alone: ``B24BRIDGE_WORKER_IN_PROCESS=false``, so no
-job runs and the figure is the door and the transaction that stores a run with its job), against PostgreSQL at the
-given URL (``B24BRIDGE_TEST_DATABASE_URL``; without one an embedded PostgreSQL), installed in a sandbox portal
-(``b24bridge sandbox``, used for the installation only). ``wrk`` (1 thread, ``--connections`` keep-alive
-connections; ``apt-get install -y wrk``) then posts valid robot calls of the create-contact robot, each with a
-workflow_id of its own (a duplicate would be answered without a write), the wire form of REFERENCE 5.4.
+Three servers, each its own process, measured in the same run and interleaved round by round:
 
-Figures, medians over ``--rounds`` rounds of ``--duration`` seconds, the two workloads interleaved round by round:
+* **bare**: a Starlette app with one JSON route on the server stack ``serve`` runs on (``bench/_bare_app.py``: the
+  same uvicorn options, protocol class and event loop): what the stack itself costs;
+* **defaults**: ``b24bridge serve`` exactly as ``make run`` starts it: the embedded PostgreSQL in its own data
+  folder, the in-process worker running the accepted calls' jobs against the sandbox portal (cloud limits), the
+  default log level, JSON log lines to a file;
+* **external**: ``b24bridge serve`` with the API alone (``B24BRIDGE_WORKER_IN_PROCESS=false``) on the PostgreSQL at
+  ``--database-url`` (``B24BRIDGE_TEST_DATABASE_URL``; without one an embedded server started here stands in).
 
-* accepted calls/s: calls answered 200 over wrk's duration, every answer a 200 (wrk's status-error count 0) and
-  each one a run in the database (counted there: as many, plus at most one per connection sent as the clock ran
-  out and stored after wrk stopped reading);
-* p50 / p99: wrk's latency of the robot calls;
-* ``/healthz`` req/s: the same server stack answering a constant JSON body, the ceiling of the stack itself;
-* the ratio of the two, comparable across machines where the absolute figures are not.
+Both b24bridge servers are installed in a sandbox portal (``b24bridge sandbox``). ``wrk`` (one thread,
+``--connections`` kept-alive connections; ``apt-get install -y wrk``) GETs ``/healthz`` of each, and POSTs valid
+create-contact robot calls, each with a workflow id of its own, the wire form of REFERENCE 5.4. A robot call counts
+as accepted when it was answered 200 and its run is in the database (counted there after each round: as many, plus
+at most one per connection sent as the clock ran out). Figures are medians over the rounds; each is printed with its
+ratio to the bare app's ``/healthz``, the figure that compares across machines.
 
-Baseline (the issue "The door", before the door was built): 973 accepted calls/s, p50 62 ms, p99 150 ms, beside
-13,162 req/s for ``/healthz`` (ratio 0.074). ``--setting NAME=VALUE`` passes a ``B24BRIDGE_*`` setting to the
-server (experiments only; the recorded figures use none).
+Targets (issue 17), this 2-core machine, default log level: ``/healthz`` at least 0.5 of the bare app; durable
+acceptance at least 2,000 calls/s with p99 at most 50 ms on the external PostgreSQL, at least 1,000 calls/s on the
+defaults. Baseline (the issue, before the work): 376/s (p99 286 ms) external, 260/s (p99 382 ms) defaults,
+``/healthz`` 2,433-2,690 req/s beside a bare app's 23,583.
 """
 
 from __future__ import annotations
@@ -37,14 +39,15 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from _common import Bridge, Sandbox, drop_database, free_port, make_database, postgres_admin
+from _common import ROOT, Bridge, Sandbox, drop_database, free_port, make_database, postgres_admin, stop_process
 
-BASELINE = {"accepted_per_s": 973.0, "p50_ms": 62.0, "p99_ms": 150.0, "healthz_per_s": 13162.0}
+BASELINE = {"external_per_s": 376.0, "external_p99_ms": 286.0, "defaults_per_s": 260.0, "healthz_per_s": 2560.0}
+TARGETS = {"healthz_ratio": 0.5, "external_per_s": 2000.0, "external_p99_ms": 50.0, "defaults_per_s": 1000.0}
 PROPERTIES = {"first_name": "Ann", "last_name": "Lee", "phone": "+15551234567", "email": "ann@example.com"}
 
 # wrk's Lua side: every request gets a workflow_id of its own; the summary goes out as one JSON line.
@@ -103,52 +106,67 @@ def robot_call(member_id: str, domain: str, application_token: str) -> str:
 
 @dataclass
 class Service:
+    name: str
     bridge: Bridge
     base: str
     database_url: str
     body: str
+    cleanup: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.bridge.stop()
+        for step in self.cleanup:
+            step()
 
 
-def start(sandbox: Sandbox, admin_url: str, settings: dict[str, str]) -> Service:
+def start(name: str, sandbox: Sandbox, settings: dict[str, str], database_url: str | None) -> Service:
+    """b24bridge serve with ``settings`` (no database URL: its embedded PostgreSQL), installed in a new app of the
+    sandbox portal."""
     from b24bridge.portals import crypto
 
-    sandbox.control("POST", "/_sandbox/reset")
-    sandbox.control("POST", "/_sandbox/config", {"limits_enabled": False})
-    info = sandbox.control("GET", "/_sandbox/")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     app = sandbox.control(
         "POST",
         "/_sandbox/apps",
-        {"name": "b24bridge", "scopes": ["crm", "bizproc", "user"], "install_url": f"{base}/install", "api_only": True},
-    )
-    database_url = make_database(admin_url)
-    bridge = Bridge(
-        {
-            "database_url": database_url,
-            "data_dir": tempfile.mkdtemp(prefix="b24bench-"),
-            "port": str(port),
-            "public_url": base,
-            "app_client_id": app["client_id"],
-            "app_client_secret": app["client_secret"],
-            "oauth_server": sandbox.url,
-            "encryption_keys": "k1:" + crypto.new_key(),
-            "worker_in_process": "false",
-            "log_level": "ERROR",
-            "log_format": "json",
-            **settings,
-        }
-    )
+        {"name": f"b24bridge-{name}", "scopes": ["crm", "bizproc", "user"], "install_url": f"{base}/install",
+         "api_only": True},
+    )  # fmt: skip
+    data_dir = tempfile.mkdtemp(prefix=f"b24bench-{name}-")
+    connect = {
+        "data_dir": data_dir,
+        "port": str(port),
+        "public_url": base,
+        "app_client_id": app["client_id"],
+        "app_client_secret": app["client_secret"],
+        "oauth_server": sandbox.url,
+        "encryption_keys": "k1:" + crypto.new_key(),
+        **({"database_url": database_url} if database_url else {}),
+    }
+    bridge = Bridge({**connect, **settings})
+    service = Service(name, bridge, base, database_url or "", "")
     try:
         installed = sandbox.control("POST", f"/_sandbox/apps/{app['client_id']}/install")
         if not (installed.get("install_call") or {}).get("ok"):
             raise RuntimeError(f"installation failed: {installed.get('install_call')}")
+        if database_url is None:
+            service.database_url = _embedded_url(Path(data_dir), service)
+        info = sandbox.info
+        service.body = robot_call(str(info["member_id"]), str(info["domain"]), installed["app"]["application_token"])
     except BaseException:
-        bridge.stop()
+        service.stop()
         raise
-    member_id, domain = str(info["member_id"]), str(info["domain"])
-    body = robot_call(member_id, domain, installed["app"]["application_token"])
-    return Service(bridge, base, database_url, body)
+    return service
+
+
+def _embedded_url(data_dir: Path, service: Service) -> str:
+    """Attach to the embedded PostgreSQL the service started (and let go of it when the service stops)."""
+    from b24bridge.db import EMBEDDED_DB_NAME, EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(data_dir / "pg")
+    embedded.start()
+    service.cleanup.append(embedded.stop)
+    return embedded.url(EMBEDDED_DB_NAME)
 
 
 def runs(database_url: str) -> int:
@@ -164,71 +182,91 @@ def wrk(url: str, duration: float, connections: int, body: str | None = None) ->
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s"]
     if body is None:
         out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    else:
-        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-            script.write(LUA % (json.dumps(body), json.dumps(uuid.uuid4().hex[:12])))
-            script.flush()
-            out = subprocess.run([*command, "-s", script.name, url], capture_output=True, text=True, check=True).stdout
-        match = re.search(r"^RESULT (.*)$", out, re.MULTILINE)
-        if match is None:
-            raise RuntimeError(f"cannot parse wrk output:\n{out}")
-        result: dict[str, Any] = json.loads(match.group(1))
-        return result
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if errors or rate is None:
-        raise RuntimeError(f"{url}: unexpected wrk output\n{out}")
-    return {"per_s": float(rate.group(1))}
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if errors or rate is None:
+            raise RuntimeError(f"{url}: unexpected wrk output\n{out}")
+        return {"per_s": float(rate.group(1))}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(LUA % (json.dumps(body), json.dumps(uuid.uuid4().hex[:12])))
+        script.flush()
+        out = subprocess.run([*command, "-s", script.name, url], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^RESULT (.*)$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    result: dict[str, Any] = json.loads(match.group(1))
+    return result
 
 
-def measure(service: Service, rounds: int, duration: float, connections: int) -> dict[str, Any]:
+def accept(service: Service, duration: float, connections: int) -> dict[str, float]:
     url = f"{service.base}/robots/b24bridge_create_contact"
-    wrk(url, 1.0, connections, service.body)  # warm-up: connections, caches, the pool
-    wrk(f"{service.base}/healthz", 1.0, connections)
-    accepted, p50, p99, healthz = [], [], [], []
-    for _ in range(rounds):
-        before = runs(service.database_url)
-        result = wrk(url, duration, connections, service.body)
-        stored = runs(service.database_url) - before
-        if result["status_errors"] or result["socket_errors"]:
-            raise RuntimeError(f"robot calls not all answered 200: {result}")
-        # wrk counts the answers it read; calls it sent as the clock ran out may be stored unanswered.
-        if not 0 <= stored - result["requests"] <= connections:
-            raise RuntimeError(f"{result['requests']} calls answered, {stored} runs stored")
-        accepted.append(result["requests"] / (result["duration_us"] / 1e6))
-        p50.append(result["p50_us"] / 1000)
-        p99.append(result["p99_us"] / 1000)
-        healthz.append(wrk(f"{service.base}/healthz", duration, connections)["per_s"])
-    figures = {
-        "accepted_per_s": statistics.median(accepted),
-        "p50_ms": statistics.median(p50),
-        "p99_ms": statistics.median(p99),
-        "healthz_per_s": statistics.median(healthz),
-        "rounds": {"accepted_per_s": accepted, "p50_ms": p50, "p99_ms": p99, "healthz_per_s": healthz},
+    before = runs(service.database_url)
+    result = wrk(url, duration, connections, service.body)
+    stored = runs(service.database_url) - before
+    if result["status_errors"] or result["socket_errors"]:
+        raise RuntimeError(f"{service.name}: robot calls not all answered 200: {result}")
+    # wrk counts the answers it read; calls it sent as the clock ran out may be stored unanswered.
+    if not 0 <= stored - result["requests"] <= connections:
+        raise RuntimeError(f"{service.name}: {result['requests']} calls answered, {stored} runs stored")
+    return {
+        "per_s": result["requests"] / (result["duration_us"] / 1e6),
+        "p50_ms": result["p50_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
     }
-    figures["ratio"] = figures["accepted_per_s"] / figures["healthz_per_s"]
+
+
+def measure(bare: str, services: dict[str, Service], rounds: int, duration: float, connections: int) -> dict[str, Any]:
+    for service in services.values():  # warm-up: connections, caches, the pools
+        wrk(f"{service.base}/robots/b24bridge_create_contact", 1.0, connections, service.body)
+        wrk(f"{service.base}/healthz", 1.0, connections)
+    wrk(f"{bare}/healthz", 1.0, connections)
+    samples: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
+    for _ in range(rounds):
+        add("bare_per_s", wrk(f"{bare}/healthz", duration, connections)["per_s"])
+        for name, service in services.items():
+            add(f"{name}_healthz_per_s", wrk(f"{service.base}/healthz", duration, connections)["per_s"])
+            for key, value in accept(service, duration, connections).items():
+                add(f"{name}_{key}", value)
+    figures: dict[str, Any] = {key: statistics.median(values) for key, values in samples.items()}
+    figures["rounds"] = samples
     return figures
 
 
 def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
-    base_ratio = BASELINE["accepted_per_s"] / BASELINE["healthz_per_s"]
-    rounds = figures["rounds"]
-    print(f"robot calls, {args.connections} connections, {args.rounds} x {args.duration:g} s (medians; rounds)")
-    print(f"  accepted calls/s : {figures['accepted_per_s']:9,.0f}   {_rounds(rounds['accepted_per_s'], '.0f')}")
-    print(f"  p50 / p99        : {figures['p50_ms']:6.1f} ms / {figures['p99_ms']:.1f} ms")
-    print(f"  /healthz req/s   : {figures['healthz_per_s']:9,.0f}   {_rounds(rounds['healthz_per_s'], '.0f')}")
-    print(f"  ratio            : {figures['ratio']:9.3f}   (baseline {base_ratio:.3f})")
-    verdict = "OK" if figures["ratio"] >= base_ratio * 0.9 else "WORSE THAN THE BASELINE"
+    bare = figures["bare_per_s"]
+    print(f"{args.connections} connections, {args.rounds} x {args.duration:g} s, medians (rounds)")
+
+    def line(label: str, key: str, unit: str = "/s") -> None:
+        rounds = " / ".join(f"{value:.0f}" for value in figures["rounds"][key])
+        print(f"  {label:<40} {figures[key]:9,.0f}{unit}  ratio to bare {figures[key] / bare:6.3f}   ({rounds})")
+
+    line("bare Starlette /healthz", "bare_per_s")
+    for name in ("defaults", "external"):
+        if f"{name}_per_s" not in figures:
+            continue
+        line(f"{name}: /healthz", f"{name}_healthz_per_s")
+        line(f"{name}: robot calls durably accepted", f"{name}_per_s")
+        print(f"  {'':<40} p50 {figures[f'{name}_p50_ms']:.1f} ms, p99 {figures[f'{name}_p99_ms']:.1f} ms")
+    print("targets (issue 17):")
+    checks = [
+        ("defaults /healthz / bare", figures.get("defaults_healthz_per_s", 0) / bare, TARGETS["healthz_ratio"], True),
+        ("external /healthz / bare", figures.get("external_healthz_per_s", 0) / bare, TARGETS["healthz_ratio"], True),
+        ("external calls/s", figures.get("external_per_s", 0), TARGETS["external_per_s"], True),
+        ("external p99 ms", figures.get("external_p99_ms", 1e9), TARGETS["external_p99_ms"], False),
+        ("defaults calls/s", figures.get("defaults_per_s", 0), TARGETS["defaults_per_s"], True),
+    ]
+    for label, value, target, at_least in checks:
+        met = value >= target if at_least else value <= target
+        print(f"  {label:<28} {value:10.3f}  {'>=' if at_least else '<='} {target:g}  {'met' if met else 'MISSED'}")
     print(
-        f"baseline: {BASELINE['accepted_per_s']:,.0f} calls/s, p50 {BASELINE['p50_ms']:g} ms, "
-        f"p99 {BASELINE['p99_ms']:g} ms beside {BASELINE['healthz_per_s']:,.0f} req/s -> {verdict} "
-        f"(ratio {figures['ratio'] / base_ratio:.2f}x the baseline's)"
+        f"baseline (issue 17): external {BASELINE['external_per_s']:.0f}/s p99 {BASELINE['external_p99_ms']:.0f} ms, "
+        f"defaults {BASELINE['defaults_per_s']:.0f}/s, /healthz ~{BASELINE['healthz_per_s']:,.0f}/s"
     )
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-
-
-def _rounds(values: list[float], spec: str) -> str:
-    return " / ".join(format(value, spec) for value in values)
 
 
 def main() -> int:
@@ -237,6 +275,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--database-url", default=os.environ.get("B24BRIDGE_TEST_DATABASE_URL"))
+    parser.add_argument("--only", choices=["defaults", "external"], help="measure one of the two (and the bare app)")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
@@ -247,14 +286,23 @@ def main() -> int:
 
     admin_url, release_postgres = postgres_admin(args.database_url)
     sandbox = Sandbox()
-    service = None
+    bare_port = free_port()
+    bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_bare_app.py"), str(bare_port)], cwd=ROOT)
+    services: dict[str, Service] = {}
+    external_db: str | None = None
     try:
-        service = start(sandbox, admin_url, settings)
-        figures = measure(service, args.rounds, args.duration, args.connections)
+        if args.only != "external":
+            services["defaults"] = start("defaults", sandbox, settings, None)
+        if args.only != "defaults":
+            external_db = make_database(admin_url)
+            services["external"] = start("external", sandbox, {"worker_in_process": "false", **settings}, external_db)
+        figures = measure(f"http://127.0.0.1:{bare_port}", services, args.rounds, args.duration, args.connections)
     finally:
-        if service is not None:
-            service.bridge.stop()
-            drop_database(admin_url, service.database_url)
+        for service in services.values():
+            service.stop()
+        if external_db is not None:
+            drop_database(admin_url, external_db)
+        stop_process(bare, 10)
         sandbox.stop()
         release_postgres()
     report(figures, args)

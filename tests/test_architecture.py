@@ -5,14 +5,20 @@ The contracts themselves (pyproject.toml, ``[tool.importlinter]``) run as ``lint
 
 from __future__ import annotations
 
+import inspect
 import pkgutil
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grimp
+from fastapi.routing import APIRoute
 
 import b24bridge
+from b24bridge.app import ROUTERS, create_app
+from b24bridge.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,3 +94,28 @@ def test_no_service_locator() -> None:
         if re.search(r"\bcurrent\(\)", line)
     ]
     assert offenders == []
+
+
+def _dependencies(dependant: Any) -> Iterator[Any]:
+    for sub in dependant.dependencies:
+        yield sub
+        yield from _dependencies(sub)
+
+
+def test_every_handler_and_dependency_is_a_coroutine() -> None:
+    """FastAPI runs a plain function (handler or dependency) in its thread pool: a thread hop per request, and the
+    GIL fought over by twenty idle threads (py-spy, bench/ingest.py). Every one of ours is ``async def``."""
+    app = create_app(Settings())
+    plain = []
+    routes = [*app.routes, *(route for router in ROUTERS for route in router.routes)]
+    assert sum(isinstance(route, APIRoute) for route in routes) > 20
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for dependant in [route.dependant, *_dependencies(route.dependant)]:
+            call = dependant.call
+            if call is None or isinstance(call, type) or not getattr(call, "__module__", "").startswith("b24bridge"):
+                continue  # FastAPI's own security classes are coroutines already
+            if not inspect.iscoroutinefunction(call):
+                plain.append(f"{route.path}: {call.__module__}.{call.__qualname__}")
+    assert plain == []

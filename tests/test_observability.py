@@ -2,13 +2,22 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
 
-from b24bridge.observability import configure_logging, is_secret_key, redact, redact_secrets, redact_text
+from b24bridge.observability import (
+    configure_logging,
+    flush_logs,
+    is_secret_key,
+    redact,
+    redact_secrets,
+    redact_text,
+    write_json_line,
+)
 
 SECRET = "s3cr3tV4lue"
 
@@ -163,6 +172,7 @@ def _lines(captured: str) -> list[dict[str, Any]]:
 def test_structlog_json_lines_are_redacted(json_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
     log = structlog.stdlib.get_logger("b24bridge.test")
     log.info("token refreshed", refresh_token=SECRET, url=f"https://p/oauth/token/?refresh_token={SECRET}", n=1)
+    flush_logs()  # lines are written by the log's own thread
     records = _lines(capsys.readouterr().err)
     assert len(records) == 1
     record = records[0]
@@ -180,8 +190,46 @@ def test_stdlib_and_uvicorn_logs_are_redacted(json_logging: None, capsys: pytest
         raise RuntimeError(f"POST https://p/rest/1/{SECRET}/crm.deal.add failed")
     except RuntimeError:
         logging.getLogger("some.library").exception("call failed")
+    flush_logs()
     records = _lines(capsys.readouterr().err)
     assert [r["logger"] for r in records] == ["uvicorn.access", "some.library"]
     assert "AUTH_ID=***&x=1" in records[0]["event"]
     assert "RuntimeError" in records[1]["exception"]
     assert SECRET not in capsys.readouterr().err + json.dumps(records)
+
+
+def test_the_access_log_line_is_json_redacted_and_its_own_renderer_agrees(
+    json_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The access log renders its line itself (orjson, not structlog's processors): same keys, same redaction."""
+    write_json_line("b24bridge.http", "http.request", {"path": "/bridge/hooks/r", "query": f"secret={SECRET}&deal=1"})
+    structlog.stdlib.get_logger("b24bridge.http").info("http.request", path="/x", query=f"secret={SECRET}")
+    flush_logs()
+    own, structlogs = _lines(capsys.readouterr().err)
+    assert own["query"] == "secret=***&deal=1" and SECRET not in json.dumps(own)
+    assert set(own) == set(structlogs) and own["timestamp"].endswith("Z") and len(own["timestamp"]) == 27
+
+
+def test_a_stuck_log_reader_drops_lines_instead_of_blocking() -> None:
+    import threading
+
+    from b24bridge.logsink import DROPPED, LineSink
+
+    gate = threading.Event()
+
+    class Stuck:
+        def write(self, text: str) -> None:
+            gate.wait(5)
+
+        def flush(self) -> None:
+            pass
+
+    sink = LineSink(lambda: Stuck(), max_queued=10)  # type: ignore[arg-type, return-value]
+    dropped = DROPPED._value.get()
+    started = time.perf_counter()
+    for number in range(1000):
+        sink.write(f"line {number}\n")
+    assert time.perf_counter() - started < 0.5  # never waited for the reader
+    assert DROPPED._value.get() - dropped >= 900
+    gate.set()
+    sink.close()

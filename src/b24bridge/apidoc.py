@@ -4,10 +4,30 @@ schemathesis drives the endpoints with (tests/door/test_schema.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-__all__ = ["error_responses", "form_body"]
+__all__ = ["SERVED_RAW", "error_responses", "form_body", "path_parameters", "served_raw"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+SERVED_RAW = "__b24bridge_served_raw__"
+
+
+def served_raw(endpoint: F) -> F:
+    """Mark a handler of the door that takes only the request and reads it itself: the app serves it as a plain
+    Starlette route, ahead of FastAPI's own (which then only documents it). The calls a portal makes by the
+    thousand skip the framework's dependency solving and response building, measured (py-spy, bench/ingest.py) as a
+    third of what a robot call cost."""
+    setattr(endpoint, SERVED_RAW, True)
+    return endpoint
+
+
+def path_parameters(*names: str) -> dict[str, Any]:
+    """``openapi_extra`` for the path parameters a raw handler reads itself (``request.path_params``)."""
+    return {
+        "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+    }
+
 
 _ERROR_SCHEMA = {
     "type": "object",

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from b24bridge import __version__, gauges
 from b24bridge.accesslog import AccessLog
 from b24bridge.admin.endpoints import ROUTERS as ADMIN_ROUTERS
 from b24bridge.admin.endpoints import install as install_admin
-from b24bridge.bodylimit import ASGIApp, BodyLimit, Scope
+from b24bridge.apidoc import SERVED_RAW
+from b24bridge.bodylimit import ASGIApp, BodyLimit, Message, Receive, Scope, Send
 from b24bridge.bridge.endpoints import router as bridge_router
 from b24bridge.composition import open_services
 from b24bridge.db import Database, DatabaseUnavailable
@@ -29,6 +31,7 @@ from b24bridge.observability import get_logger, metrics_app, redact_text
 from b24bridge.portals.endpoints import router as portals_router
 from b24bridge.robots.endpoints import router as robots_router
 from b24bridge.safetext import refusal
+from b24bridge.server import settle_heap
 from b24bridge.settings import Settings
 
 log = get_logger(__name__)
@@ -44,8 +47,34 @@ def create_service(settings: Settings, database: Database | None = None) -> ASGI
     cap is refused, and so that its JSON 500 replaces Starlette's plain-text one (docs/security.md).
     """
     app = create_app(settings, database)
-    door = BodyLimit(app, read_timeout=settings.body_read_timeout, path_parameter=_path_parameter_of(app))
-    return AccessLog(door)
+    raw = RawRoutes(app, _raw_routes())
+    door = BodyLimit(raw, read_timeout=settings.body_read_timeout, path_parameter=_path_parameter_of(app))
+    return AccessLog(Liveness(door))
+
+
+_ALIVE_HEAD: Message = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")],
+}
+_ALIVE_BODY: Message = {"type": "http.response.body", "body": b'{"status":"ok"}', "more_body": False}
+
+
+class Liveness:
+    """``GET /healthz`` answered before the framework: liveness says only that the process and its event loop
+    answer, and an orchestrator asks often, so it should cost what the server costs and no more (the FastAPI route
+    of the same path documents it in the OpenAPI schema). Logged and counted like every request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/healthz" and scope["method"] == "GET":
+            scope["b24bridge.route"] = "/healthz"
+            await send(dict(_ALIVE_HEAD))
+            await send(dict(_ALIVE_BODY))
+            return
+        await self.app(scope, receive, send)
 
 
 def _path_parameter_of(app: FastAPI) -> Callable[[Scope], str | None]:
@@ -87,14 +116,16 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
                 task = asyncio.get_running_loop().create_task(worker.run())
             app.state.worker = worker
             sampler = asyncio.get_running_loop().create_task(gauges.sample_forever(services.database.pool))
+            door = asyncio.get_running_loop().create_task(services.run_door())
+            settle_heap()
             log.info("b24bridge ready to serve", embedded_database=services.database.embedded)
             try:
                 yield services.web_state()
             finally:
-                for running in (task, sampler):
-                    if running is not None:
-                        running.cancel()
-                await asyncio.gather(*(t for t in (task, sampler) if t is not None), return_exceptions=True)
+                running = [t for t in (task, sampler, door) if t is not None]
+                for background in running:
+                    background.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
 
     # /docs and /redoc are the admin side's: their assets are served locally, so they work without the Internet.
     app = FastAPI(title="b24bridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -105,7 +136,8 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        # Liveness only: the process is up and the event loop answers. Dependencies belong to /readyz.
+        # Liveness only: the process is up and the event loop answers. Dependencies belong to /readyz. Served by
+        # :class:`Liveness` in front of the app; this route documents it (and answers where the app runs alone).
         return {"status": "ok"}
 
     @app.get("/readyz")
@@ -115,12 +147,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
     async def database_down(request: Request, exc: Exception) -> JSONResponse:
-        # A write was not stored: say so plainly (a portal does not retry a robot call; a 503 is all we can give).
-        # A read says only that it could not be answered; both invite a retry shortly.
-        log.warning("request refused: database unavailable", path=request.url.path, error=type(exc).__name__)
-        writes = request.method not in ("GET", "HEAD", "OPTIONS")
-        error = "the database is unavailable; nothing was stored" if writes else "the database is unavailable"
-        return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": "5"})
+        return _database_down(request, exc)
 
     # Every 4xx is a JSON error naming what was wrong (docs/security.md), the framework's own ones included.
     @app.exception_handler(FormError)
@@ -144,6 +171,61 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     # A plain route (not a Mount) so that ``/metrics`` answers without a redirect to ``/metrics/``.
     app.router.routes.append(Route("/metrics", endpoint=metrics_app(), include_in_schema=False))
     return app
+
+
+def _raw_routes() -> list[Route]:
+    """The door's raw handlers (:func:`b24bridge.apidoc.served_raw`) as plain Starlette routes."""
+    return [
+        Route(route.path, _answering_refusals(route.endpoint), methods=sorted(route.methods or ()))
+        for router in DOMAIN_ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute) and getattr(route.endpoint, SERVED_RAW, False)
+    ]
+
+
+def _answering_refusals(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """What the app's exception handlers do for its own routes, for a raw one: a malformed form is its JSON 4xx,
+    a database that is away a 503 (the intakes spool rather than raise; this is for anything else)."""
+
+    async def answer(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except FormError as exc:
+            log.info("request refused: malformed form", path=request.url.path, field=exc.field, status=exc.status)
+            return JSONResponse(exc.payload(), status_code=exc.status)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            return _database_down(request, exc)
+
+    return answer
+
+
+class RawRoutes:
+    """The raw handlers ahead of the app: a request for one of them is served by its plain route and nothing else
+    (no FastAPI middleware, no dependency solving); every other request goes to the app, whose routes of the same
+    paths document the raw ones in the OpenAPI schema."""
+
+    def __init__(self, app: ASGIApp, routes: list[Route]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                matched, child = route.matches(scope)
+                if matched is Match.FULL:
+                    scope.update(child)
+                    await route.handle(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    # A write was not stored: say so plainly (a portal does not retry a robot call; a 503 is all we can give).
+    # A read says only that it could not be answered; both invite a retry shortly.
+    log.warning("request refused: database unavailable", path=request.url.path, error=type(exc).__name__)
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    error = "the database is unavailable; nothing was stored" if writes else "the database is unavailable"
+    return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _readiness(database: Database | None, worker: SupervisedWorker | None) -> JSONResponse:

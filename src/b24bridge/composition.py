@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import procrastinate
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from b24bridge import jobs, migrations
+from b24bridge import jobs, lanes, migrations
 from b24bridge.admin.access import AdminGate
 from b24bridge.admin.service import AdminService
 from b24bridge.bitrix import BatchSettings, BitrixClient
@@ -38,12 +39,16 @@ from b24bridge.bridge.runner import BridgeRunner
 from b24bridge.bridge.status import StatusBackRunner
 from b24bridge.bridge.users import UserDirectory
 from b24bridge.db import Database
+from b24bridge.intake.committer import GroupCommit
+from b24bridge.intake.service import Intake
+from b24bridge.intake.spool import Spool
 from b24bridge.portals import crypto
+from b24bridge.portals.directory import UNKNOWN, PortalDirectory
 from b24bridge.portals.guard import InstallGuard
-from b24bridge.portals.install import Installer
+from b24bridge.portals.install import INSTALL_RECORD, UNINSTALL_RECORD, Installer
 from b24bridge.portals.oauth import OAuthFlow, PortalDomains
 from b24bridge.portals.refresh_lock import DatabaseRefreshLock
-from b24bridge.portals.schemas import AppCredentials
+from b24bridge.portals.schemas import AppCredentials, Check
 from b24bridge.portals.service import PortalRegistry
 from b24bridge.robots import tasks as robot_tasks
 from b24bridge.robots.definitions import declared
@@ -78,12 +83,15 @@ class Services:
     bridge_connections: Connections
     bridge_intake: BridgeIntake
     bridge_runner: BridgeRunner
+    directory: PortalDirectory
+    intake: Intake
 
     def web_state(self) -> dict[str, Any]:
         """What HTTP handlers may depend on, by the names their ``endpoints`` modules read."""
         return {
             "database": self.database,
             "portal_registry": self.portals,
+            "portal_directory": self.directory,
             "installer": self.installer,
             "oauth_flow": self.oauth,
             "robot_intake": self.robot_intake,
@@ -114,13 +122,22 @@ class Services:
         revived, and a delivery finds what an earlier attempt wrote (the id map, ORIGIN_ID)."""
         async with self.database.pool.connection() as conn, conn.transaction():
             revived = await self.runs.revive(conn, run_ids)
-            for run in revived:
-                if run.kind == "bridge":
-                    lock = deal_lock(run.member_id, int(run.inputs.get("deal_id") or 0))
-                    await bridge_tasks.defer_run(self.job_app, conn, run.id, lock=lock)
-                else:
-                    await robot_tasks.defer_run(self.job_app, conn, run.id)
+            await lanes.defer(
+                conn,
+                [
+                    bridge_tasks.job(
+                        run.id, run.member_id, lock=deal_lock(run.member_id, int(run.inputs.get("deal_id") or 0))
+                    )
+                    if run.kind == "bridge"
+                    else robot_tasks.job(run.id, run.member_id)
+                    for run in revived
+                ],
+            )
         return [run.id for run in revived]
+
+    async def run_door(self) -> None:
+        """What an API process keeps doing beside requests: the portal directory current, the spool drained."""
+        await asyncio.gather(self.directory.run(), self.intake.drain_forever())
 
     def worker(self, name: str, concurrency: int | None = None) -> jobs.SupervisedWorker:
         return jobs.SupervisedWorker(
@@ -129,6 +146,37 @@ class Services:
             name=name,
             context=self.job_context(),
         )
+
+
+def open_intake(
+    settings: Settings, pool: AsyncConnectionPool, keys: crypto.Keyring, directory: PortalDirectory
+) -> Intake:
+    """The door's intake: group commit into the database, the spool in the data folder when it is away."""
+    spool = Spool(
+        settings.data_dir / "spool",
+        max_bytes=settings.spool_max_mb * 1024 * 1024,
+        seal=lambda data: keys.encrypt(data.decode(), SPOOL_CONTEXT).encode(),
+        unseal=lambda blob: _unsealed(keys, blob),
+    )
+
+    async def verify(check: Check) -> bool:
+        return await directory.check(check.member_id, check.application_token) not in (None, UNKNOWN)
+
+    async def probe() -> None:
+        async with pool.connection(timeout=1.0) as conn:
+            await conn.execute("SELECT 1")
+
+    return Intake(GroupCommit(pool), spool, verify=verify, probe=probe)
+
+
+SPOOL_CONTEXT = "spool"
+
+
+def _unsealed(keys: crypto.Keyring, blob: bytes) -> bytes:
+    try:
+        return keys.decrypt(blob.decode(), SPOOL_CONTEXT).encode()
+    except (crypto.DecryptError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def route_file(settings: Settings) -> RouteFile:
@@ -214,7 +262,7 @@ async def open_services(
             }
         bitrix = BitrixClient(batching=BatchSettings(enabled=settings.bitrix_autobatch), **bitrix_options)
         stack.push_async_callback(bitrix.aclose)
-        job_app = jobs.build_app(database)
+        job_app = jobs.build_app(database, settings.worker_portal_slots)
         await stack.enter_async_context(job_app.open_async())
 
         pool, app = database.pool, app_credentials(settings)
@@ -222,12 +270,17 @@ async def open_services(
         if any(route.triggers.robot for route in routes.routes.values()):
             robots[BRIDGE_ROBOT.code] = BRIDGE_ROBOT
         portals = PortalRegistry(pool, keys, bitrix, app)
+        directory = PortalDirectory(database.url, pool, keys)
         runs = RunLog(pool)
         schedule = RetrySchedule(settings.retry_delays)
-        connections = Connections(portals, bitrix)
+        connections = Connections(portals, directory, bitrix)
+        intake = open_intake(settings, pool, keys, directory)
+        stack.callback(intake.spool.close)
+        committer = intake.committer
+        stack.push_async_callback(committer.aclose)
         deliverer = Deliverer(pool, UserDirectory(), Dedupe(pool, redis, settings.bridge_dedupe_window))
         robot_sync = RobotSync(pool, portals, robots, settings.public_url)
-        bridge_intake = BridgeIntake(pool, routes, portals, connections, runs, job_app, keys, settings.public_url)
+        bridge_intake = BridgeIntake(routes, portals, connections, intake, keys, settings.public_url)
         installer = Installer(
             pool,
             keys,
@@ -237,7 +290,11 @@ async def open_services(
             settings.public_url,
             after_install=[robot_sync.on_portal_installed, bridge_intake.bind_events],
             guard=install_guard(settings),
+            directory=directory,
+            keep=intake.keep,
         )
+        intake.handle(INSTALL_RECORD, installer.apply_kept_install)
+        intake.handle(UNINSTALL_RECORD, installer.apply_kept_uninstall)
         stack.push_async_callback(installer.wait_idle)
         yield Services(
             settings=settings,
@@ -250,11 +307,13 @@ async def open_services(
             installer=installer,
             oauth=OAuthFlow(pool, keys, app, installer, portal_domains(settings)),
             runs=runs,
-            robot_intake=RobotIntake(pool, portals, runs, job_app, robots),
+            robot_intake=RobotIntake(directory, intake, robots),
             robot_runner=RobotRunner(portals, runs, robots, schedule),
             robot_sync=robot_sync,
             routes=routes,
             bridge_connections=connections,
             bridge_intake=bridge_intake,
             bridge_runner=BridgeRunner(routes, connections, deliverer, StatusBackRunner(pool), runs, schedule),
+            directory=directory,
+            intake=intake,
         )

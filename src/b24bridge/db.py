@@ -24,6 +24,7 @@ from b24bridge.observability import get_logger, redact_text
 from b24bridge.settings import Settings
 
 __all__ = [
+    "DATABASE_AWAY",
     "EMBEDDED_DB_NAME",
     "HANDLES_FILE",
     "Database",
@@ -43,6 +44,18 @@ PING_TIMEOUT = 2.0
 
 class DatabaseUnavailable(Exception):
     """The database did not answer; the message is safe to show (credentials are redacted)."""
+
+
+# What says "the database cannot answer now" (as opposed to a fault in what was asked of it): a lost or refused
+# connection, a checkout that timed out, an answer that did not come.
+DATABASE_AWAY: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+    TimeoutError,
+    OSError,
+    DatabaseUnavailable,
+)
 
 
 def libpq_url(url: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import procrastinate
 
+from b24bridge import lanes
 from b24bridge.bridge import tasks as bridge_tasks
 from b24bridge.db import Database
 from b24bridge.observability import get_logger
@@ -61,9 +62,11 @@ def _engine_blueprint() -> procrastinate.Blueprint:
     return blueprint
 
 
-def build_app(database: Database) -> procrastinate.App:
-    """The App with every domain's tasks, under its namespace; opened by the caller."""
+def build_app(database: Database, lane_slots: int = lanes.DEFAULT_LANE_SLOTS) -> procrastinate.App:
+    """The App with every domain's tasks, under its namespace, fetching jobs by lanes (:mod:`b24bridge.lanes`);
+    opened by the caller."""
     app = database.procrastinate_app(worker_defaults=dict(WORKER_DEFAULTS))
+    app.job_manager = lanes.LaneJobManager(app.connector, lane_slots)
     app.add_tasks_from(_engine_blueprint(), namespace="engine")
     app.add_tasks_from(robot_tasks.build_blueprint(), namespace=robot_tasks.NAMESPACE)
     app.add_tasks_from(bridge_tasks.build_blueprint(), namespace=bridge_tasks.NAMESPACE)

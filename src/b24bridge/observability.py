@@ -8,24 +8,32 @@ line through an exception message or an access log.  Every log record therefore 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
 
+import orjson
 import structlog
 from prometheus_client import REGISTRY, make_asgi_app
 from prometheus_client.registry import CollectorRegistry
 
+from .logsink import LineSink
+
 __all__ = [
     "REGISTRY",
     "configure_logging",
+    "flush_logs",
     "is_secret_key",
+    "json_lines",
     "metrics_app",
     "redact",
     "redact_secrets",
     "redact_text",
+    "write_json_line",
 ]
 
 MASK = "***"
@@ -78,9 +86,13 @@ _BRACKETED = re.compile(r"auth(?:\[|%5b)([a-z_]+)(?:\]|%5d)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)([a-z0-9._~+/=-]+)")
 
 
+# Every pattern above needs one of these; text without any (most of it) is returned after one search, not seven.
+_MAYBE_SECRET = re.compile(r"(?i)token|secret|passw|auth|code|bearer|/rest/\d|://[^\s\"']*@|refresh_id")
+
+
 def redact_text(text: str) -> str:
     """Return ``text`` with every credential it recognises replaced by ``***``."""
-    if not text:
+    if not text or _MAYBE_SECRET.search(text) is None:
         return text
     text = _WEBHOOK.sub(rf"\g<1>{MASK}", text)
     text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
@@ -151,15 +163,64 @@ def _extract_stdlib_args(_logger: Any, _method: str, event_dict: MutableMapping[
     return event_dict
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    # Looks sys.stderr up on every record instead of binding it once, so output follows whoever
-    # replaced it later (pytest's capture, a daemoniser) instead of writing to a closed file.
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
+class _SinkHandler(logging.Handler):
+    """Formats in the caller's thread, writes through the sink's thread (:mod:`b24bridge.logsink`)."""
+
+    def __init__(self, sink: LineSink) -> None:
+        super().__init__()
+        self.sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
+        try:
+            self.sink.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+# The process's one sink (logging is process-wide), and whether lines are JSON: then the access log renders its own
+# line (:func:`write_json_line`), which costs a fraction of a pass through structlog's processors.
+_sink: LineSink | None = None
+_json_lines = False
+
+
+def flush_logs(timeout: float = 2.0) -> None:
+    """Wait until every line logged so far is written (tests that read stderr, shutdown)."""
+    if _sink is not None:
+        _sink.flush(timeout)
+
+
+def json_lines() -> bool:
+    """Whether log lines are JSON (the access log then renders its own lines with :func:`write_json_line`)."""
+    return _json_lines
+
+
+def write_json_line(logger: str, event: str, fields: dict[str, Any], *, redacted: bool = False) -> None:
+    """One INFO line as the JSON renderer would write it, rendered by orjson; ``fields`` are redacted here as every
+    other line's are (by :func:`redact_secrets`), unless the caller says it has done so (``redacted``)."""
+    if _sink is None:
+        return
+    if not redacted:
+        fields = {key: _redact_item(key, value) for key, value in fields.items()}
+    record = {"event": event, **fields, "level": "info", "logger": logger, "timestamp": _now_iso()}
+    _sink.write(orjson.dumps(record, default=str).decode() + "\n")
+
+
+def _orjson_text(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+_second: tuple[int, str] = (0, "")
+
+
+def _now_iso() -> str:
+    """What structlog's ISO UTC timestamp is (``2026-12-06T19:51:47.155042Z``), with the part up to the second
+    formatted once per second."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    if whole != _second[0]:
+        _second = (whole, datetime.datetime.fromtimestamp(whole, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
 def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console"] | str = "auto") -> None:
@@ -189,7 +250,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     else:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_text)
 
     structlog.configure(
         processors=[
@@ -206,7 +267,11 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = _StderrHandler()
+    global _sink, _json_lines
+    if _sink is None:
+        _sink = LineSink()
+    _json_lines = fmt != "console"
+    handler = _SinkHandler(_sink)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     # A robot job spends nearly all its time waiting on the portal's limits, which costs nothing in asyncio, and
     # only jobs waiting at the same time can share a batch: see the README ("Worker concurrency") for the figures.
     worker_concurrency: int = Field(default=100, ge=1)
+    # Jobs of one portal running at once across every worker (its lane, b24bridge.lanes): what its limits can use.
+    worker_portal_slots: int = Field(default=100, ge=1)
     # Run a job worker inside ``serve``; a scaled deployment turns this off and runs ``b24bridge worker``.
     worker_in_process: bool = True
     # Where ``b24bridge worker`` serves /metrics (the API serves its own at /metrics); 0 turns it off.
@@ -120,6 +122,8 @@ class Settings(BaseSettings):
     routes: Path = Path("./routes.yaml")
     # The same trigger (source, route, deal, stage, its fields) again within this many seconds is a duplicate.
     bridge_dedupe_window: float = Field(default=60.0, gt=0, le=86400)
+    # The local spool (DATA_DIR/spool) that keeps accepted calls while the database is away: its size in MB.
+    spool_max_mb: int = Field(default=1024, ge=1, le=1024 * 1024)
     # The door (docs/security.md): seconds a request body may take to arrive once the handler asks for it.
     body_read_timeout: float = Field(default=10.0, gt=0, le=300)
     # Hosts /oauth/start may send an administrator to (over https): comma-separated, ``*.`` for any subdomain.
@@ -235,6 +239,8 @@ _ALLOWED: dict[str, str] = {
     "environment": "must be one of development, production",
     "worker_concurrency": "must be an integer of at least 1",
     "worker_in_process": "must be true or false",
+    "worker_portal_slots": "must be an integer of at least 1",
+    "spool_max_mb": "must be a whole number of megabytes from 1 to 1048576",
     "metrics_port": "must be a port between 1 and 65535, or 0 for no metrics endpoint in workers",
     "bitrix_autobatch": "must be true or false",
     "routes": "must be the path of the bridge's route file (YAML)",

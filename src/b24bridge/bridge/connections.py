@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from b24bridge.bitrix import BitrixClient, Limits, Portal, WebhookAuth
+from b24bridge.portals.directory import PortalDirectory
 from b24bridge.portals.service import PortalRegistry
 
 from .route_model import PortalRef
@@ -33,8 +34,9 @@ class Endpoint:
 
 
 class Connections:
-    def __init__(self, registry: PortalRegistry, bitrix: BitrixClient) -> None:
+    def __init__(self, registry: PortalRegistry, directory: PortalDirectory, bitrix: BitrixClient) -> None:
         self.registry = registry
+        self.directory = directory
         self.bitrix = bitrix
         self._webhooks: dict[str, Portal] = {}
 
@@ -58,9 +60,10 @@ class Connections:
         return Endpoint(portal, record.member_id, ref.name, record.domain, f"{parts.scheme}://{parts.netloc}")
 
     async def key(self, ref: PortalRef) -> str | None:
-        """The portal's key without connecting (None: an app portal that is not installed)."""
+        """The portal's key without connecting (None: an app portal that is not installed), from memory: the door
+        asks this for every trigger, the database away or not."""
         if ref.webhook is not None:
             return urlsplit(ref.webhook).netloc.lower()
         assert ref.app is not None
-        record = await self.registry.find(ref.app)
+        record = await self.directory.find(ref.app)
         return None if record is None else record.member_id

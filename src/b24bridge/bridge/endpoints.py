@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from b24bridge.forms import FormError, mapping, parse_form, text
-from b24bridge.portals.service import PortalRegistry
+from b24bridge.portals.directory import UNKNOWN, PortalDirectory
+from b24bridge.portals.schemas import Check
 
 from .intake import BridgeIntake
 from .schemas import Accepted
@@ -16,12 +17,12 @@ from .schemas import Accepted
 router = APIRouter(tags=["bridge"])
 
 
-def _intake(request: Request) -> BridgeIntake:
+async def _intake(request: Request) -> BridgeIntake:
     return cast(BridgeIntake, request.state.bridge_intake)
 
 
-def _registry(request: Request) -> PortalRegistry:
-    return cast(PortalRegistry, request.state.portal_registry)
+async def _directory(request: Request) -> PortalDirectory:
+    return cast(PortalDirectory, request.state.portal_directory)
 
 
 IntakeDep = Annotated[BridgeIntake, Depends(_intake)]
@@ -33,6 +34,8 @@ def _answer(answer: Accepted) -> JSONResponse:
     content: dict[str, Any] = {"status": answer.detail}
     if answer.run_id is not None:
         content["run_id"] = answer.run_id
+    if answer.spooled:
+        content["spooled"] = True
     return JSONResponse(content, status_code=answer.http_status)
 
 
@@ -42,7 +45,7 @@ async def _form(request: Request) -> dict[str, Any]:
 
 @router.post("/bridge/robot")
 async def bridge_robot(
-    request: Request, intake: IntakeDep, registry: Annotated[PortalRegistry, Depends(_registry)]
+    request: Request, intake: IntakeDep, directory: Annotated[PortalDirectory, Depends(_directory)]
 ) -> JSONResponse:
     """The bridge robot ran in a source's workflow: accept it now, deliver in a job, answer the workflow after."""
     try:
@@ -54,9 +57,11 @@ async def bridge_robot(
         text(form, "event_token", max_len=512)
     except FormError as exc:
         return JSONResponse(exc.payload(), status_code=exc.status)
-    if await registry.verify_application_token(member_id, token) is None:
+    verdict = await directory.check(member_id, token)
+    if verdict is None:
         return JSONResponse({"error": "unknown portal or wrong application_token"}, status_code=401)
-    return _answer(await intake.from_robot(member_id, form, auth, _correlation(request)))
+    check = Check(member_id, token) if verdict is UNKNOWN else None  # checked when drained from the spool
+    return _answer(await intake.from_robot(member_id, form, auth, _correlation(request), check))
 
 
 def _correlation(request: Request) -> str | None:

@@ -12,17 +12,15 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-import procrastinate
-import psycopg
-from psycopg_pool import AsyncConnectionPool
-
 from b24bridge.bitrix import BitrixError
+from b24bridge.intake.schemas import Stored, Submission
+from b24bridge.intake.service import Intake, IntakeUnavailable
 from b24bridge.observability import get_logger
 from b24bridge.portals.crypto import Keyring
+from b24bridge.portals.schemas import Check, EventRefused
 from b24bridge.portals.service import PortalRegistry
 from b24bridge.runs import metrics
 from b24bridge.runs.schemas import NewRun
-from b24bridge.runs.service import RunLog
 
 from . import tasks
 from .connections import Connections
@@ -32,6 +30,7 @@ from .schemas import Accepted
 log = get_logger(__name__)
 
 DOCUMENT = ("crm", "CCrmDocumentDeal")
+UNAVAILABLE = Accepted(503, "the database and the local spool are unavailable; nothing was stored")
 STATUS_PURPOSE = "bridge_status"
 
 
@@ -52,21 +51,17 @@ def status_secret(keys: Keyring, route: str) -> str:
 class BridgeIntake:
     def __init__(
         self,
-        pool: AsyncConnectionPool,
         routes: RouteFile,
         registry: PortalRegistry,
         connections: Connections,
-        runs: RunLog,
-        jobs: procrastinate.App,
+        intake: Intake,
         keys: Keyring,
         public_url: str | None,
     ) -> None:
-        self.pool = pool
         self.routes = routes
         self.registry = registry
         self.connections = connections
-        self.runs = runs
-        self.jobs = jobs
+        self.intake = intake
         self.keys = keys
         self.public_url = public_url
 
@@ -110,7 +105,7 @@ class BridgeIntake:
         return await self._accept(route, target_key, deal_id, "status", {}, correlation_id)
 
     async def from_event(
-        self, member_id: str, event: str, deal: Any, correlation_id: str | None = None
+        self, member_id: str, event: str, deal: Any, correlation_id: str | None = None, check: Check | None = None
     ) -> list[Accepted]:
         """ONCRMDEALADD/UPDATE of a portal: a delivery for each route that listens to its events (as a source), and
         a status run for each route that sends status back from it (as a target)."""
@@ -123,22 +118,30 @@ class BridgeIntake:
             target_key = await self.connections.key(self.routes.portals[route.target])
             if route.triggers.event_stages and source_key == member_id:
                 fields = {"event": event}
-                accepted.append(await self._accept(route, member_id, deal_id, "event", fields, correlation_id))
+                accepted.append(await self._accept(route, member_id, deal_id, "event", fields, correlation_id, check))
             if route.status_back is not None and target_key == member_id and event == "ONCRMDEALUPDATE":
-                accepted.append(await self._accept(route, member_id, deal_id, "status", {}, correlation_id))
+                accepted.append(await self._accept(route, member_id, deal_id, "status", {}, correlation_id, check))
         return accepted
 
     async def on_deal_event(
-        self, member_id: str, event: str, form: Mapping[str, Any], correlation_id: str | None = None
+        self,
+        member_id: str,
+        event: str,
+        form: Mapping[str, Any],
+        correlation_id: str | None = None,
+        check: Check | None = None,
     ) -> dict[str, Any]:
-        """The portal event handler for ONCRMDEALADD/UPDATE (its application token already checked)."""
+        """The portal event handler for ONCRMDEALADD/UPDATE (its application token checked, or to be: ``check``)."""
         fields = form.get("data", {}).get("FIELDS", {}) if isinstance(form.get("data"), dict) else {}
         deal = fields.get("ID") if isinstance(fields, dict) else None
-        answers = await self.from_event(member_id, event, deal, correlation_id)
+        answers = await self.from_event(member_id, event, deal, correlation_id, check)
+        if any(answer.http_status == 503 for answer in answers):
+            raise EventRefused(UNAVAILABLE.http_status, UNAVAILABLE.detail)
         runs = [answer.run_id for answer in answers if answer.run_id is not None]
-        if not runs:
+        spooled = sum(answer.spooled for answer in answers)
+        if not runs and not spooled:
             return {"status": "ignored", "event": event}  # no route listens to this portal's deals
-        return {"status": "accepted", "event": event, "runs": runs}
+        return {"status": "accepted", "event": event, "runs": runs, **({"spooled": spooled} if spooled else {})}
 
     async def bind_events(self, member_id: str) -> None:
         """Install hook: bind the deal events a newly installed portal must send (bindings vanish on every update).
@@ -169,9 +172,15 @@ class BridgeIntake:
         return ref.app is not None and await self.connections.key(ref) == member_id
 
     async def from_robot(
-        self, member_id: str, form: Mapping[str, Any], auth: Mapping[str, Any], correlation_id: str | None = None
+        self,
+        member_id: str,
+        form: Mapping[str, Any],
+        auth: Mapping[str, Any],
+        correlation_id: str | None = None,
+        check: Check | None = None,
     ) -> Accepted:
-        """The bridge robot ran in a source's workflow (its application token already checked by the caller)."""
+        """The bridge robot ran in a source's workflow (its application token checked by the caller, or to be checked
+        when drained: ``check``)."""
         workflow_id, event_token = form.get("workflow_id"), form.get("event_token")
         properties = form.get("properties") if isinstance(form.get("properties"), dict) else {}
         assert isinstance(properties, dict)
@@ -210,14 +219,22 @@ class BridgeIntake:
         )
         # A label names only a route of the file: a made-up name must not add a metric series.
         label = route_name if route is not None else "unknown"
-        async with self.pool.connection() as conn, conn.transaction():
-            run_id = await self.runs.open(conn, run)
-            if run_id is None:
-                metrics.inbound("robot", member_id, label, "duplicate")
-                return Accepted(200, "duplicate call, already accepted")
-            await tasks.defer_run(self.jobs, conn, run_id, lock=deal_lock(member_id, deal_id or 0))
-        metrics.inbound("robot", member_id, label, "invalid" if error else "accepted")
-        return Accepted(200, "accepted", run_id)
+        stored = await self._stored(tasks.submission(run, lock=deal_lock(member_id, deal_id or 0), check=check))
+        if stored is None:
+            metrics.inbound("robot", member_id, label, "unavailable")
+            return UNAVAILABLE
+        if stored.outcome == "duplicate":
+            metrics.inbound("robot", member_id, label, "duplicate")
+            return Accepted(200, "duplicate call, already accepted")
+        metrics.inbound("robot", member_id, label, "invalid" if error else stored.outcome)
+        return Accepted(200, "accepted", stored.run_id, spooled=stored.outcome == "spooled")
+
+    async def _stored(self, submission: Submission) -> Stored | None:
+        """What the intake made of ``submission``; None when neither the database nor the spool could keep it."""
+        try:
+            return await self.intake.accept(submission)
+        except IntakeUnavailable:
+            return None
 
     # --- accepting ---------------------------------------------------------------------------------------------
 
@@ -229,6 +246,7 @@ class BridgeIntake:
         trigger: str,
         fields: Mapping[str, Any],
         correlation_id: str | None,
+        check: Check | None = None,
     ) -> Accepted:
         run = NewRun(
             member_id=portal_key,
@@ -238,24 +256,21 @@ class BridgeIntake:
             document_id=[*DOCUMENT, f"DEAL_{deal_id}"],
             inputs={"deal_id": deal_id, "fields": dict(fields), "correlation_id": correlation_id},
         )
-        answer = Accepted(200, "accepted")
-        async with self.pool.connection() as conn, conn.transaction():
-            run_id = await self.runs.open(conn, run)
-            assert run_id is not None  # no workflow: nothing to collide with
-            direction = "status" if trigger == "status" else "deliver"
-            queued = await tasks.defer_run(
-                self.jobs,
-                conn,
-                run_id,
-                lock=deal_lock(portal_key, deal_id),
-                queueing_lock=f"bridge:{direction}:{route.name}:{portal_key}:{deal_id}",
-            )
-            if not queued:
-                answer = Accepted(200, "a delivery of this deal is already waiting; it will read the latest state")
-                raise psycopg.Rollback()
-            answer = Accepted(200, "accepted", run_id)
-        metrics.inbound(trigger, portal_key, route.name, "accepted" if answer.run_id else "coalesced")
-        return answer
+        direction = "status" if trigger == "status" else "deliver"
+        submission = tasks.submission(
+            run,
+            lock=deal_lock(portal_key, deal_id),
+            queueing_lock=f"bridge:{direction}:{route.name}:{portal_key}:{deal_id}",
+            check=check,
+        )
+        stored = await self._stored(submission)
+        if stored is None:
+            metrics.inbound(trigger, portal_key, route.name, "unavailable")
+            return UNAVAILABLE
+        metrics.inbound(trigger, portal_key, route.name, stored.outcome)
+        if stored.outcome == "coalesced":
+            return Accepted(200, "a delivery of this deal is already waiting; it will read the latest state")
+        return Accepted(200, "accepted", stored.run_id, spooled=stored.outcome == "spooled")
 
 
 def deal_lock(portal_key: str, deal_id: int) -> str:

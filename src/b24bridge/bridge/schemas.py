@@ -29,6 +29,7 @@ class Accepted:
     http_status: int
     detail: str
     run_id: int | None = None
+    spooled: bool = False  # kept in the local spool, stored (and given its run id) once the database takes it
 
 
 @dataclass

@@ -3,12 +3,15 @@ one at a time and in order (``lock=deal:<portal>:<id>``). Its runner comes from 
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import procrastinate
-from psycopg import AsyncConnection
 
+from b24bridge import lanes
+from b24bridge.intake.schemas import Submission
+from b24bridge.portals.schemas import Check
 from b24bridge.runs.retry import AsTheRunSays, guarded
+from b24bridge.runs.schemas import NewRun
 
 from .runner import BridgeRunner
 
@@ -17,22 +20,14 @@ RUN_TASK = f"{NAMESPACE}:run"
 RUNNER = "bridge.runner"
 
 
-async def defer_run(
-    jobs: procrastinate.App,
-    conn: AsyncConnection[Any],
-    run_id: int,
-    *,
-    lock: str,
-    queueing_lock: str | None = None,
-) -> bool:
-    """Queue the run's job on ``conn`` (inside the caller's transaction); False if one with the same queueing lock
-    is already waiting."""
-    task = jobs.configure_task(RUN_TASK, lock=lock, queueing_lock=queueing_lock, connection=conn)
-    try:
-        await task.defer_async(run_id=run_id)
-    except procrastinate.exceptions.AlreadyEnqueued:
-        return False
-    return True
+def submission(run: NewRun, *, lock: str, queueing_lock: str | None = None, check: Check | None = None) -> Submission:
+    """A bridge trigger for the intake: its job in the lane of the portal it came from (``run.member_id``)."""
+    return Submission(run, RUN_TASK, run.member_id, lock=lock, queueing_lock=queueing_lock, check=check)
+
+
+def job(run_id: int, portal_key: str, *, lock: str) -> lanes.Job:
+    """The job of an existing run (a replay), in the lane :func:`submission` would have used."""
+    return lanes.Job(RUN_TASK, run_id, lanes.lane(portal_key), lock=lock)
 
 
 async def run(context: procrastinate.JobContext, run_id: int) -> None:

@@ -107,8 +107,10 @@ def worker(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, task.cancel)
             from b24bridge import gauges
+            from b24bridge.server import settle_heap
 
             _serve_metrics(settings.host, settings.metrics_port)
+            settle_heap()
             sampler = asyncio.get_running_loop().create_task(gauges.sample_forever(services.database.pool))
             # Asked to stop: running jobs were given their graceful timeout and are retried if cut short.
             try:

@@ -16,10 +16,10 @@ from b24bridge import apidoc, forms
 from b24bridge.bodylimit import B24BRIDGE_LIMITS
 from b24bridge.observability import get_logger
 
+from .directory import UNKNOWN, PortalDirectory
 from .install import Installer
 from .oauth import BROWSER_COOKIE, OAuthFlow
-from .schemas import EventHandler, InstallError, portal_auth
-from .service import PortalRegistry
+from .schemas import Check, EventHandler, EventRefused, InstallError, portal_auth
 
 log = get_logger(__name__)
 router = APIRouter(tags=["portals"])
@@ -66,21 +66,21 @@ _FRAME_FIELDS = {
 
 
 # The services come from the application's lifespan state, which the composition root fills.
-def _installer(request: Request) -> Installer:
+async def _installer(request: Request) -> Installer:
     return cast(Installer, request.state.installer)
 
 
-def _oauth_flow(request: Request) -> OAuthFlow:
+async def _oauth_flow(request: Request) -> OAuthFlow:
     return cast(OAuthFlow, request.state.oauth_flow)
 
 
-def _registry(request: Request) -> PortalRegistry:
-    return cast(PortalRegistry, request.state.portal_registry)
+async def _directory(request: Request) -> PortalDirectory:
+    return cast(PortalDirectory, request.state.portal_directory)
 
 
 InstallerDep = Annotated[Installer, Depends(_installer)]
 OAuthFlowDep = Annotated[OAuthFlow, Depends(_oauth_flow)]
-RegistryDep = Annotated[PortalRegistry, Depends(_registry)]
+DirectoryDep = Annotated[PortalDirectory, Depends(_directory)]
 
 
 def _query(request: Request) -> dict[str, Any]:
@@ -212,7 +212,7 @@ async def oauth_callback(
     openapi_extra=apidoc.form_body(_EVENT_FIELDS, required=["event"], more="the event's data[...] fields"),
     responses=apidoc.error_responses(400, 401, 408, 413, 429, 503),
 )
-async def events(request: Request, installer: InstallerDep, registry: RegistryDep) -> Response:
+async def events(request: Request, installer: InstallerDep, directory: DirectoryDep) -> Response:
     """Events bound to this handler; each is proven by the portal's application_token."""
     form = await forms.read_form(await request.body())
     event = (forms.optional_text(form, "event", max_len=64) or "").upper()
@@ -223,13 +223,20 @@ async def events(request: Request, installer: InstallerDep, registry: RegistryDe
             return _unauthorised(event)
         return JSONResponse({"status": "uninstalled"})
     member_id, token = portal_auth(form)
-    if await registry.verify_application_token(member_id or "", token or "") is None:
+    verdict = await directory.check(member_id or "", token or "")
+    if verdict is None or member_id is None or token is None:
         return _unauthorised(event)
     handlers = cast(dict[str, EventHandler], getattr(request.state, "event_handlers", {}))
     handler = handlers.get(event)
-    if handler is None or member_id is None:
+    if handler is None:
         return JSONResponse({"status": "ignored", "event": event})
-    return JSONResponse(await handler(member_id, event, form, getattr(request.state, "correlation_id", None)))
+    # The database is away and this process has not seen the portal: the event is checked when drained.
+    check = Check(member_id, token) if verdict is UNKNOWN else None
+    try:
+        answer = await handler(member_id, event, form, getattr(request.state, "correlation_id", None), check)
+    except EventRefused as exc:
+        return JSONResponse({"error": str(exc)}, exc.status)
+    return JSONResponse(answer)
 
 
 async def _install_event(installer: Installer, form: dict[str, Any], client: str | None) -> Response:

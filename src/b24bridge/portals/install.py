@@ -9,6 +9,7 @@ which portal (``member_id``) and endpoint the tokens really belong to, and only 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,13 +18,15 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from b24bridge import forms
-from b24bridge.bitrix import TokenPair
+from b24bridge.bitrix import Limits, TokenPair
 from b24bridge.bitrix import errors as bitrix_errors
 from b24bridge.bitrix.auth import check_url
 from b24bridge.bitrix.refresh import request_tokens
+from b24bridge.db import DATABASE_AWAY
 from b24bridge.observability import get_logger
 
 from . import crypto, repository
+from .directory import PortalDirectory
 from .guard import InstallGuard
 from .schemas import (
     AppCredentials,
@@ -41,6 +44,10 @@ log = get_logger(__name__)
 
 # Called with the member_id after every (re)installation, in the background (e.g. "register the robots").
 InstallHook = Callable[[str], Awaitable[None]]
+# Keeps a record (its kind and payload) in the local spool while the database is away; raises if it cannot.
+Keep = Callable[[str, dict[str, Any]], Awaitable[None]]
+INSTALL_RECORD = "portal.install"
+UNINSTALL_RECORD = "portal.uninstall"
 
 
 class Installer:
@@ -54,8 +61,13 @@ class Installer:
         public_url: str | None,
         after_install: Sequence[InstallHook] = (),
         guard: InstallGuard | None = None,
+        directory: PortalDirectory | None = None,
+        keep: Keep | None = None,
     ) -> None:
         self.pool = pool
+        self.directory = directory
+        # Without a spool (the CLI), an install or uninstall that cannot reach the database fails as it did.
+        self.keep = keep
         self.keys = keys
         self.registry = registry
         self.http = http
@@ -111,9 +123,37 @@ class Installer:
         """
         member_id, token = portal_auth(form)
         clean = forms.optional_text(form, "data", "CLEAN") in ("1", "Y")
-        if await self.registry.verify_application_token(member_id or "", token or "") is None:
+        verdict = (
+            await self.directory.check(member_id or "", token or "")
+            if self.directory is not None
+            else await self.registry.verify_application_token(member_id or "", token or "")
+        )
+        if verdict is None or member_id is None or token is None:
             return False
-        assert member_id is not None and token is not None  # verified above
+        try:
+            return await self._uninstall(member_id, token, clean)
+        except DATABASE_AWAY:
+            if self.keep is None:
+                raise
+        # The database is away: the uninstall waits in the spool, and this process refuses the portal from now on.
+        await self.keep(UNINSTALL_RECORD, {"member_id": member_id, "application_token": token, "clean": clean})
+        if self.directory is not None:
+            self.directory.forget(member_id)
+        self.registry.forget(member_id)
+        log.info("portal uninstall kept until the database is back", member_id=member_id)
+        return True
+
+    async def apply_kept_uninstall(self, record: dict[str, Any]) -> None:
+        """A spooled uninstall, now that the database is back (the token checked again, under the row's lock)."""
+        await self._uninstall(str(record["member_id"]), str(record["application_token"]), bool(record["clean"]))
+
+    async def apply_kept_install(self, record: dict[str, Any]) -> None:
+        """A spooled installation (its tokens confirmed by the OAuth server when it came), now stored."""
+        claim = InstallClaim.model_validate(record["claim"])
+        pair = TokenPair(**record["pair"])
+        await self._store(claim, pair)
+
+    async def _uninstall(self, member_id: str, token: str, clean: bool) -> bool:
         async with self.pool.connection() as conn, conn.transaction():
             row = await repository.get(conn, member_id, lock=True)
             # Checked again under the lock: a reinstallation in between brings another token.
@@ -177,12 +217,21 @@ class Installer:
             else None,
             app_version=claim.app_version,
         )
-        async with self.pool.connection() as conn, conn.transaction():
-            before = await repository.get(conn, member_id, lock=True)
-            row = await repository.upsert_install(conn, values)
-            kind = "installed" if before is None else "reinstalled"
-            detail = {"via": claim.via, "domain": values.domain, "app_version": claim.app_version}
-            await repository.add_event(conn, member_id, kind, detail)
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                before = await repository.get(conn, member_id, lock=True)
+                row = await repository.upsert_install(conn, values)
+                kind = "installed" if before is None else "reinstalled"
+                detail = {"via": claim.via, "domain": values.domain, "app_version": claim.app_version}
+                await repository.add_event(conn, member_id, kind, detail)
+        except DATABASE_AWAY:
+            if self.keep is None:
+                raise
+            # Confirmed by the OAuth server, not yet stored: kept (sealed, tokens and all) until the database is back,
+            # then stored as if it had just come, robots registered and events bound after.
+            await self.keep(INSTALL_RECORD, {"claim": claim.model_dump(), "pair": dataclasses.asdict(pair)})
+            log.info("portal installation kept until the database is back", member_id=member_id, via=claim.via)
+            return PortalRecord(member_id, values.domain, endpoint, "active", values.scope, Limits(), claim.app_version)
         self.registry.adopt_tokens(member_id, pair)
         log.info("portal " + kind, member_id=member_id, domain=values.domain, via=claim.via)
         self._after_install(member_id)

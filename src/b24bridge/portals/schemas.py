@@ -106,9 +106,28 @@ def member_id(form: Mapping[str, Any], *path: forms.PathPart, required: bool = T
 
 
 # What another domain does with a portal's event (the bridge: a deal changed): called with the portal's member_id,
-# the event, the checked form and the request's correlation id, after the application token was verified; its
+# the event, the checked form, the request's correlation id and (when the token could not be checked yet) the check
+# to make when the database is back, after the application token was verified; its
 # answer goes back to the portal as JSON.
-EventHandler = Callable[[str, str, Mapping[str, Any], str | None], Awaitable[dict[str, Any]]]
+EventHandler = Callable[[str, str, Mapping[str, Any], str | None, "Check | None"], Awaitable[dict[str, Any]]]
+
+
+class EventRefused(Exception):
+    """An event handler could not take the event: the portal is answered ``status`` with ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Check:
+    """A portal's proof of origin that could not be checked when its call came (the database was away and this
+    process had not seen the portal): checked when the call is drained from the spool. Only ever kept in the spool,
+    which is sealed with the service's key like every stored token."""
+
+    member_id: str
+    application_token: str
 
 
 def portal_auth(form: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import cast
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from b24bridge import apidoc, forms
@@ -41,26 +41,27 @@ ROBOT_CALL_FIELDS = {
 }
 
 
-def _intake(request: Request) -> RobotIntake:
-    return cast(RobotIntake, request.state.robot_intake)
-
-
 @router.post(
     "/robots/{code}",
     openapi_extra=apidoc.form_body(
         ROBOT_CALL_FIELDS,
         required=["workflow_id", "event_token", "auth[member_id]", "auth[application_token]"],
         more="properties[KEY] (and properties[KEY][n] for a Multiple property): the robot's input values",
-    ),
+    )
+    | apidoc.path_parameters("code"),
     responses=apidoc.error_responses(400, 401, 408, 413, 503),
 )
-async def robot_call(code: str, request: Request, intake: Annotated[RobotIntake, Depends(_intake)]) -> JSONResponse:
+@apidoc.served_raw
+async def robot_call(request: Request) -> JSONResponse:
     """A robot ran in a portal's workflow: accept it now (the portal waits for no one), do the work in a job."""
+    intake = cast(RobotIntake, request.state.robot_intake)
     form = await forms.read_form(await request.body())
-    answer = await intake.accept(code, form, getattr(request.state, "correlation_id", None))
+    answer = await intake.accept(request.path_params["code"], form, getattr(request.state, "correlation_id", None))
     content: dict[str, object] = {"status": answer.detail}
     if answer.run_id is not None:
         content["run_id"] = answer.run_id
+    if answer.spooled:
+        content["spooled"] = True
     if answer.http_status >= 400:
         content = {"error": answer.detail}
-    return JSONResponse(content, status_code=answer.http_status)
+    return JSONResponse(content, answer.http_status)

@@ -1,8 +1,9 @@
-"""Accepting robot calls: checked, deduplicated, stored with their job in one transaction, answered at once.
+"""Accepting robot calls: checked, deduplicated, stored with their job, answered at once.
 
-A run is never stored without its job nor a job queued for a run that was rolled back: both are written on one
-connection inside one transaction (procrastinate's ``connection=``). The portal waits for no one and never retries,
-so whatever is decided here is final; the job (:mod:`.runner`) does the work and answers the workflow.
+The portal's proof of origin is checked from memory (:class:`~b24bridge.portals.directory.PortalDirectory`); the
+run and its job are stored together, in one transaction shared with the calls that arrive at the same time, or kept
+in the local spool while the database is away (:mod:`b24bridge.intake`). The portal waits for no one and never
+retries, so whatever is decided here is final; the job (:mod:`.runner`) does the work and answers the workflow.
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import procrastinate
-from psycopg_pool import AsyncConnectionPool
-
 from b24bridge import forms
+from b24bridge.intake.service import Intake, IntakeUnavailable
 from b24bridge.observability import get_logger
-from b24bridge.portals.schemas import portal_auth
-from b24bridge.portals.service import PortalRegistry
+from b24bridge.portals.directory import UNKNOWN, PortalDirectory
+from b24bridge.portals.schemas import Check, portal_auth
 from b24bridge.runs import metrics
 from b24bridge.runs.schemas import NewRun
-from b24bridge.runs.service import RunLog
 
 from . import tasks
 from .registry import InvalidInput, Robot
@@ -90,18 +88,9 @@ def read_call(code: str, form: Mapping[str, Any]) -> RobotCall:
 
 
 class RobotIntake:
-    def __init__(
-        self,
-        pool: AsyncConnectionPool,
-        registry: PortalRegistry,
-        runs: RunLog,
-        jobs: procrastinate.App,
-        robots: Mapping[str, Robot],
-    ) -> None:
-        self.pool = pool
-        self.registry = registry
-        self.runs = runs
-        self.jobs = jobs
+    def __init__(self, directory: PortalDirectory, intake: Intake, robots: Mapping[str, Robot]) -> None:
+        self.directory = directory
+        self.intake = intake
         self.robots = robots
 
     async def accept(self, code: str, form: Mapping[str, Any], correlation_id: str | None = None) -> CallAnswer:
@@ -112,10 +101,13 @@ class RobotIntake:
         if not call.member_id or not call.application_token:
             metrics.inbound("robot", None, label, "refused")
             return CallAnswer(401, "member_id and application_token are required")
-        if await self.registry.verify_application_token(call.member_id, call.application_token) is None:
+        verdict = await self.directory.check(call.member_id, call.application_token)
+        if verdict is None:
             log.warning("robots.call_refused", member_id=call.member_id, code=code)
             metrics.inbound("robot", None, label, "refused")
             return CallAnswer(401, "unknown portal or wrong application_token")
+        # UNKNOWN: the database is away and this process has not seen the portal; checked when the call is drained.
+        check = Check(call.member_id, call.application_token) if verdict is UNKNOWN else None
 
         status, error, values = "queued", None, {}
         robot = self.robots.get(code)
@@ -137,16 +129,18 @@ class RobotIntake:
             error=error,
             deadline_at=_deadline(call.timeout),
         )
-        async with self.pool.connection() as conn, conn.transaction():
-            run_id = await self.runs.open(conn, run)
-            if run_id is None:
-                metrics.inbound("robot", call.member_id, label, "duplicate")
-                return CallAnswer(200, "duplicate call, already accepted")
-            await tasks.defer_run(self.jobs, conn, run_id)
+        try:
+            stored = await self.intake.accept(tasks.submission(run, check))
+        except IntakeUnavailable:
+            metrics.inbound("robot", call.member_id, label, "unavailable")
+            return CallAnswer(503, "the database and the local spool are unavailable; nothing was stored")
+        if stored.outcome == "duplicate":
+            metrics.inbound("robot", call.member_id, label, "duplicate")
+            return CallAnswer(200, "duplicate call, already accepted")
         if error is not None:
-            log.info("robots.call_invalid", member_id=call.member_id, code=code, run_id=run_id, error=error)
-        metrics.inbound("robot", call.member_id, label, "invalid" if error else "accepted")
-        return CallAnswer(200, "accepted", run_id=run_id)
+            log.info("robots.call_invalid", member_id=call.member_id, code=code, run_id=stored.run_id, error=error)
+        metrics.inbound("robot", call.member_id, label, "invalid" if error else stored.outcome)
+        return CallAnswer(200, "accepted", run_id=stored.run_id, spooled=stored.outcome == "spooled")
 
 
 def _deadline(timeout: int | None) -> dt.datetime | None:

@@ -12,6 +12,7 @@ class CallAnswer:
     http_status: int
     detail: str
     run_id: int | None = None
+    spooled: bool = False  # kept in the local spool: stored once the database takes it (its run id comes then)
 
 
 @dataclass

@@ -57,7 +57,7 @@ def _filter(**values: Any) -> RunFilter:
         raise HTTPException(400, str(exc)) from None
 
 
-def _run_filter_query(
+async def _run_filter_query(
     status: RunStatus | None = None,
     kind: RunKind | None = None,
     route: Annotated[str | None, Query(max_length=200)] = None,

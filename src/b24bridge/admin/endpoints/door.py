@@ -34,7 +34,7 @@ def gate_of(request: Request) -> AdminGate:
     return cast(AdminGate, request.state.admin_gate)
 
 
-def _service(request: Request) -> AdminService:
+async def _service(request: Request) -> AdminService:
     return cast(AdminService, request.state.admin)
 
 
