@@ -262,7 +262,6 @@ def setup_robot(sandbox: Sandbox, admin_url: str, deals: int, settings: dict[str
         "app_client_secret": app["client_secret"],
         "oauth_server": sandbox.url,
         "encryption_keys": "k1:" + crypto.new_key(),
-        "log_level": "ERROR",
         "log_format": "json",
     }
     bridge = Bridge({**connect, **(settings or {})})

@@ -188,9 +188,15 @@ def _decode_key(raw: bytes, limits: FormLimits) -> str:
     return key
 
 
+# Most values of a portal's calls repeat from call to call (its member_id and domain, document ids, scopes, a
+# robot's constant properties): short ones are decoded once (4,096 x 64 bytes at most, whatever a client sends).
+_CACHED_VALUE_BYTES = 64
+_decode_short = functools.lru_cache(maxsize=4096)(safetext.decode)
+
+
 def _decode_value(raw: bytes, key: str, limits: FormLimits) -> str:
     try:
-        value = safetext.decode(raw)
+        value = _decode_short(raw) if len(raw) <= _CACHED_VALUE_BYTES else safetext.decode(raw)
     except ValueError as exc:
         raise _error(key, f"value {exc}") from None
     if len(value) > limits.max_value_length:
