@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -27,7 +28,10 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_serve_on_embedded_defaults(tmp_path: Path, embedded_dir: Path, unused_tcp_port: int) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_on_embedded_defaults(tmp_path: Path, embedded_dir: Path, unused_tcp_port: int, stop: int) -> None:
+    """Served, then stopped as a person (Ctrl-C) or a supervisor (SIGTERM: docker stop, systemd) stops it: either
+    way its embedded PostgreSQL goes with it (SIGTERM used to end the process before that)."""
     data_dir = embedded_dir / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("B24BRIDGE_")}
     env.update({"B24BRIDGE_DATA_DIR": str(data_dir), "B24BRIDGE_LOG_FORMAT": "json",
@@ -59,13 +63,15 @@ def test_serve_on_embedded_defaults(tmp_path: Path, embedded_dir: Path, unused_t
         assert _processes_mentioning(str(data_dir / "pg")), "embedded PostgreSQL should be running"
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
     output = log_path.read_text()
+    if stop == signal.SIGTERM:
+        assert proc.returncode == 0, output  # a supervisor's stop is a clean stop
     [access] = [json.loads(line) for line in output.splitlines() if "forwarded-check" in line]
     assert access["client"] == "203.0.113.9", access
     assert "starting embedded PostgreSQL in" in output

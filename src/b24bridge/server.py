@@ -13,12 +13,17 @@ are :mod:`b24bridge.bodylimit`'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import json
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
+import uvicorn
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -26,6 +31,7 @@ from uvicorn.server import ServerState
 __all__ = [
     "KEEP_ALIVE_SECONDS",
     "MAX_HEAD_BYTES",
+    "GracefulServer",
     "HeadGuardedHttpTools",
     "PortUnavailable",
     "listening_socket",
@@ -160,6 +166,29 @@ def settle_heap() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn as ``serve`` runs it: SIGTERM (``docker stop``, systemd, a supervisor) shuts the server down as
+    SIGINT does, and then ``serve()`` returns instead of raising the signal again. uvicorn re-raises it once its
+    handlers are restored, and SIGTERM's default action ended the process there: its embedded PostgreSQL was left
+    running (and its pool, spool and worker unreleased). SIGINT is still raised again (the ``KeyboardInterrupt``
+    unwinds the same way)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+        if signal.SIGINT in self._captured_signals:
+            signal.raise_signal(signal.SIGINT)
 
 
 class PortUnavailable(Exception):

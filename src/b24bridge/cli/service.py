@@ -63,7 +63,7 @@ def serve(
     import uvicorn
 
     from b24bridge.app import create_service
-    from b24bridge.server import server_options
+    from b24bridge.server import GracefulServer, server_options
 
     async def run() -> None:
         async with reachable_database(settings) as database:
@@ -75,7 +75,7 @@ def serve(
                 proxy_headers=True,
                 forwarded_allow_ips=settings.forwarded_allow_ips,
             )
-            server = uvicorn.Server(config)
+            server = GracefulServer(config)
             await server.serve(sockets=[sock])
             if not server.started:
                 raise StartupError("the service did not start (see the log above)")
@@ -182,7 +182,7 @@ def sandbox(
     limits: Annotated[bool, typer.Option("--limits/--no-limits", help="Enforce rate and time limits")] = True,
     seed: Annotated[int, typer.Option(help="Random seed for generated data and faults")] = 0,
     portals: Annotated[
-        int, typer.Option(min=1, max=20, help="Portals side by side on ports PORT.. sharing one OAuth server")
+        int, typer.Option(min=1, max=100, help="Portals side by side on ports PORT.. sharing one OAuth server")
     ] = 1,
 ) -> None:
     """Run a local Bitrix24 emulator for development and tests."""
