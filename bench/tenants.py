@@ -211,15 +211,19 @@ def run(world: World, flood: int, duration: float) -> dict[str, Any]:
             break
         time.sleep(1)
     quiet_latency = []
+    by_time: dict[int, list[float]] = {}
     unanswered = 0
     for index in quiet:
         for workflow in cloud.control(index, "GET", "/_sandbox/workflows")["workflows"]:
             if workflow["status"] != "completed":
                 unanswered += 1
             elif workflow.get("finished_at"):
-                quiet_latency.append(workflow["finished_at"] - workflow["started_at"])
+                latency = workflow["finished_at"] - workflow["started_at"]
+                quiet_latency.append(latency)
+                by_time.setdefault(int((workflow["started_at"] - started) // 10) * 10, []).append(latency)
     result: dict[str, Any] = {"quiet": _percentiles(quiet_latency), "quiet_runs": len(quiet_latency),
-                              "unanswered": unanswered}  # fmt: skip
+                              "unanswered": unanswered,
+                              "quiet_by_10s": {t: _percentiles(v) for t, v in sorted(by_time.items())}}  # fmt: skip
     if flood:
         flows = cloud.control(0, "GET", "/_sandbox/workflows")["workflows"]
         done = [wf for wf in flows if wf["status"] == "completed"]

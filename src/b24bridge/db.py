@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
+import weakref
 from types import TracebackType
 from typing import Any
 
@@ -79,11 +81,17 @@ POOL_RECONNECT_GIVE_UP = 10.0
 # How long the job engine waits for a pooled connection. Its default (30 s) is what a stopping worker waited when
 # the database had gone away, so a shutdown during an outage took half a minute.
 JOB_POOL_TIMEOUT = POOL_TIMEOUT
+# The job engine's own connections: one listens for new jobs for good, the rest fetch jobs, record their ends and
+# send heartbeats. psycopg_pool's default (4, so 3 to share) made a job wait ~130 ms on average between its deferral
+# and its start with 50 portals at one robot call a second each (bench/tenants.py): the fetches queued for a connection.
+JOB_POOL_SIZE = 10
 
 
 def procrastinate_app(conninfo: str, **kwargs: Any) -> procrastinate.App:
     """A procrastinate App on ``conninfo``; the caller opens it (``async with app.open_async()``)."""
-    connector = procrastinate.PsycopgConnector(conninfo=libpq_url(conninfo), timeout=JOB_POOL_TIMEOUT)
+    connector = procrastinate.PsycopgConnector(
+        conninfo=libpq_url(conninfo), timeout=JOB_POOL_TIMEOUT, min_size=2, max_size=JOB_POOL_SIZE
+    )
     return procrastinate.App(connector=connector, **kwargs)
 
 
@@ -152,7 +160,8 @@ class Database:
             min_size=self._min_size,
             max_size=self._max_size,
             open=False,
-            check=AsyncConnectionPool.check_connection,
+            check=_check_if_idle,
+            reset=_mark_returned,
             name="b24bridge",
             # A request waiting for a connection while the database is down gets its 503 within seconds, not after
             # the pool's default half minute (a portal's robot call gives up after ten).
@@ -218,6 +227,22 @@ class Database:
 
     def procrastinate_app(self, **kwargs: Any) -> procrastinate.App:
         return procrastinate_app(self.url, **kwargs)
+
+
+# A connection back in the pool this recently is known good: checking it again on the next checkout (a round trip)
+# was an eighth of what a robot run cost the worker (py-spy, bench/tenants.py). One idle longer, which the database
+# may have dropped meanwhile (a restart, an idle timeout, a lost network), is checked before it is handed out.
+CHECK_IDLE_AFTER = 2.0
+_returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+async def _check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
+    if time.monotonic() - _returned_at.get(conn, 0.0) > CHECK_IDLE_AFTER:
+        await AsyncConnectionPool.check_connection(conn)
+
+
+async def _mark_returned(conn: psycopg.AsyncConnection[Any]) -> None:
+    _returned_at[conn] = time.monotonic()
 
 
 async def _keep_alive(embedded: EmbeddedPostgres) -> None:

@@ -105,12 +105,21 @@ class SupervisedWorker:
             finally:
                 self.running = False
                 self.stopped_at = time.time()
+                await self._give_back()
             if time.monotonic() - started > 60:
                 pause = RESTART_FIRST  # it ran for a while: this is a new outage, not the same one
             self.restarts += 1
             log.error("job worker stopped; starting it again", worker=self.name, error=self.last_error, pause=pause)
             await asyncio.sleep(pause)
             pause = min(RESTART_MAX, pause * 2)
+
+    async def _give_back(self) -> None:
+        manager = self.app.job_manager
+        if isinstance(manager, lanes.LaneJobManager):
+            try:
+                await asyncio.shield(manager.give_back())
+            except Exception as exc:  # the database is away: they are the stalled jobs of this worker, retried later
+                log.warning("jobs taken could not be given back", worker=self.name, error=type(exc).__name__)
 
     def health(self) -> str | None:
         """None while running (or about to start); otherwise why not, for ``/readyz``."""

@@ -17,6 +17,7 @@ trigger never fails the others of its group.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,16 @@ _MAX_QUEUE_NAME = 128  # procrastinate_jobs.queue_name is varchar(128)
 
 _FETCH = (
     "SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at, queue_name, attempts, worker_id"
-    " FROM b24bridge_fetch_job(%(queues)s::varchar[], %(worker_id)s, %(lane_slots)s)"
+    " FROM b24bridge_fetch_jobs(%(queues)s::varchar[], %(worker_id)s, %(lane_slots)s, %(max_jobs)s)"
 )
+_RELEASE = (
+    "UPDATE procrastinate_jobs SET status = 'todo', worker_id = NULL WHERE id = ANY(%(ids)s) AND status = 'doing'"
+)
+# Jobs taken per query. procrastinate's worker asks for one job whenever a slot is free, a query each: with the event
+# loop busy serving requests, that loop started ~50 jobs a second whatever the slots (bench/tenants.py: a job waited
+# 100 ms on average to start with 50 portals at one call a second). Taken a few at a time, the rest wait in memory
+# for the next free slots; they are the worker's ("doing") meanwhile, and go back to the queue when it stops.
+PREFETCH = 10
 
 
 def lane(portal_key: str) -> str:
@@ -93,15 +102,26 @@ async def defer(conn: AsyncConnection[Any], jobs: Sequence[Job]) -> list[int | N
 class LaneJobManager(manager.JobManager):
     """procrastinate's job manager, fetching with the lanes' rules (``b24bridge_fetch_job``)."""
 
-    def __init__(self, connector: procrastinate.BaseConnector, lane_slots: int = DEFAULT_LANE_SLOTS) -> None:
+    def __init__(
+        self, connector: procrastinate.BaseConnector, lane_slots: int = DEFAULT_LANE_SLOTS, prefetch: int = PREFETCH
+    ) -> None:
         super().__init__(connector)
         self.lane_slots = lane_slots
+        self.prefetch = prefetch
+        self._taken: deque[procrastinate_jobs.Job] = deque()
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> procrastinate_jobs.Job | None:
-        row = await self.connector.execute_query_one_async(
-            query=_FETCH, queues=list(queues) if queues is not None else None, worker_id=worker_id,
-            lane_slots=self.lane_slots,
-        )  # fmt: skip
-        if row["id"] is None:
-            return None
-        return procrastinate_jobs.Job.from_row(row)
+        if not self._taken:
+            rows = await self.connector.execute_query_all_async(
+                query=_FETCH, queues=list(queues) if queues is not None else None, worker_id=worker_id,
+                lane_slots=self.lane_slots, max_jobs=self.prefetch,
+            )  # fmt: skip
+            self._taken.extend(procrastinate_jobs.Job.from_row(row) for row in rows)
+        return self._taken.popleft() if self._taken else None
+
+    async def give_back(self) -> None:
+        """Jobs taken and not started go back to the queue (the worker is stopping)."""
+        ids = [job.id for job in self._taken if job.id is not None]
+        self._taken.clear()
+        if ids:
+            await self.connector.execute_query_async(query=_RELEASE, ids=ids)

@@ -87,3 +87,41 @@ def test_within_a_lane_locks_order_and_schedules_hold(conn: Conn) -> None:
     finish(conn, first)
     assert fetch(conn, slots=10) == ("p:p", second)
     assert later not in (first, second, other)
+
+
+def fetch_many(conn: Conn, slots: int, count: int) -> list[tuple[str, int]]:
+    rows = conn.execute("SELECT queue_name, id FROM b24bridge_fetch_jobs(NULL, NULL, %s, %s)", (slots, count))
+    return [(str(lane), int(job_id)) for lane, job_id in rows.fetchall()]
+
+
+def test_several_jobs_at_once_are_taken_round_robin_within_the_slots(conn: Conn) -> None:
+    flood = defer(conn, "flood", 100)
+    quiet = defer(conn, "quiet", 2)
+    deal = defer(conn, "deal", 3, lock="deal:d:1")
+    taken = fetch_many(conn, slots=3, count=10)
+    # Round one: a job of each lane (oldest lane first); round two: the next of each that has one free to run.
+    assert taken == [
+        ("p:flood", flood[0]), ("p:quiet", quiet[0]), ("p:deal", deal[0]),
+        ("p:flood", flood[1]), ("p:quiet", quiet[1]),
+        ("p:flood", flood[2]),
+    ]  # fmt: skip
+    assert fetch_many(conn, slots=3, count=10) == []  # flood at its slots, quiet empty, the deal's next is locked
+
+
+async def test_jobs_taken_and_not_started_go_back_when_the_worker_stops(database_url: str) -> None:
+    import procrastinate
+
+    with psycopg.connect(database_url, autocommit=True) as sync:
+        sync.execute("DELETE FROM procrastinate_jobs")
+        ids = defer(sync, "p", 5)
+        connector = procrastinate.PsycopgConnector(conninfo=database_url)
+        await connector.open_async()
+        try:
+            manager = lanes.LaneJobManager(connector, lane_slots=100, prefetch=5)
+            first = await manager.fetch_job(None, None)  # type: ignore[arg-type]
+            assert first is not None and first.id == ids[0]
+            await manager.give_back()
+        finally:
+            await connector.close_async()
+        states = dict(sync.execute("SELECT id, status::text FROM procrastinate_jobs").fetchall())
+    assert states == {ids[0]: "doing", **dict.fromkeys(ids[1:], "todo")}

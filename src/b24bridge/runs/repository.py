@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -149,10 +150,16 @@ async def mark_answered(conn: Conn, run_id: int, error: str | None) -> None:
     )
 
 
-async def record_call(conn: Conn, run_id: int, method: str, status: str, duration: float, error: str | None) -> None:
+async def record_calls(conn: Conn, calls: list[tuple[int, str, str, float, str | None]]) -> None:
+    """``(run_id, method, status, duration, error)`` rows, in order, in one statement."""
+    rows = [{"r": r, "m": m, "s": s, "d": d, "e": e, "n": n} for n, (r, m, s, d, e) in enumerate(calls)]
     await conn.execute(
-        "INSERT INTO run_calls (run_id, method, status, duration, error) VALUES (%s, %s, %s, %s, %s)",
-        (run_id, method, status, duration, error),
+        """
+        INSERT INTO run_calls (run_id, method, status, duration, error)
+        SELECT r, m, s, d, e FROM jsonb_to_recordset(%s::jsonb) AS c(r bigint, m text, s text, d real, e text, n int)
+         ORDER BY n
+        """,
+        (orjson.dumps(rows).decode(),),
     )
 
 

@@ -5,11 +5,13 @@ Robots (and the bridge) record through :class:`RunLog` only; nothing else writes
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from b24bridge.bitrix import CallObserver, CallRecord
+from b24bridge.db import DATABASE_AWAY
 from b24bridge.observability import get_logger
 
 from . import metrics, repository
@@ -21,9 +23,15 @@ log = get_logger(__name__)
 MAX_LISTED = 10_000
 
 
+MAX_CALLS_PER_WRITE = 500
+
+
 class RunLog:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        self._calls: list[tuple[int, str, str, float, str | None]] = []
+        self._writing = False
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def open(self, conn: Conn, run: NewRun) -> int | None:
         """Store a new run on the caller's connection (inside its transaction, beside the run's job).
@@ -45,6 +53,7 @@ class RunLog:
         error: str | None = None,
         answered: bool = False,
     ) -> Run:
+        await self.flush_calls()  # a run's calls are in the log before its end is
         async with self.pool.connection() as conn:
             run = await repository.finish(conn, run_id, status, outcome, error, answered=answered)
         if run is None:
@@ -56,6 +65,7 @@ class RunLog:
 
     async def mark_dead(self, run_id: int, reason: str) -> None:
         """Given up: visible as ``dead`` with its reason, counted, and revivable (:meth:`revive`)."""
+        await self.flush_calls()  # a run's calls are in the log before its end is
         async with self.pool.connection() as conn:
             kind = await repository.mark_dead(conn, run_id, reason)
         if kind is not None:
@@ -64,6 +74,7 @@ class RunLog:
 
     async def retry_scheduled(self, run: Run, error: str, pause: float) -> None:
         """A temporary failure: the run waits ``pause`` seconds for its next attempt, its error kept."""
+        await self.flush_calls()  # a run's calls are in the log before its end is
         async with self.pool.connection() as conn:
             await repository.requeue(conn, run.id, error)
         metrics.RUN_RETRIES.labels(run.kind).inc()
@@ -74,17 +85,50 @@ class RunLog:
         return await repository.revive(conn, run_ids)
 
     async def mark_answered(self, run_id: int, error: str | None = None) -> None:
+        await self.flush_calls()  # a run's calls are in the log before its end is
         async with self.pool.connection() as conn:
             await repository.mark_answered(conn, run_id, error)
 
     def recorder(self, run_id: int) -> CallObserver:
-        """A client observer that writes each finished call of the run to ``run_calls``."""
+        """A client observer that writes each finished call of the run to ``run_calls`` (see :meth:`_write_calls`)."""
 
         async def record(call: CallRecord) -> None:
-            async with self.pool.connection() as conn:
-                await repository.record_call(conn, run_id, call.method, call.outcome, call.duration, call.error)
+            self._calls.append((run_id, call.method, call.outcome, call.duration, call.error))
+            if not self._writing:
+                self._writing = True
+                task = asyncio.get_running_loop().create_task(self._write_calls())
+                self._writers.add(task)
+                task.add_done_callback(self._writers.discard)
 
         return record
+
+    async def _write_calls(self) -> None:
+        """The calls recorded so far, in one statement; those recorded meanwhile in the next.
+
+        A call is written as soon as nothing else is being written (a lone run's calls are in the log at once), and
+        under load the calls of many runs share a statement: one round trip each was a good part of what a robot run
+        cost the worker. The run log is the record of what was done, not what makes it happen: a call record that
+        cannot be written (the database away) is dropped with a log line, never retried into a growing backlog.
+        """
+        try:
+            while self._calls:
+                batch, self._calls = self._calls[:MAX_CALLS_PER_WRITE], self._calls[MAX_CALLS_PER_WRITE:]
+                try:
+                    async with self.pool.connection(timeout=5.0) as conn:
+                        await repository.record_calls(conn, batch)
+                except DATABASE_AWAY as exc:
+                    log.warning("runs.calls_not_recorded", calls=len(batch), error=type(exc).__name__)
+        finally:
+            self._writing = False
+
+    async def flush_calls(self) -> None:
+        """Wait until every call recorded so far is written (shutdown, tests)."""
+        while self._writers or self._calls:
+            if self._writers:
+                await asyncio.gather(*self._writers, return_exceptions=True)
+            elif self._calls:
+                self._writing = True
+                await self._write_calls()
 
     async def get(self, run_id: int) -> Run | None:
         async with self.pool.connection() as conn:
