@@ -33,7 +33,8 @@ def defer(conn: Conn, portal: str, count: int = 1, *, lock: str | None = None, l
     for row in rows:
         cur = conn.execute(
             "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args, scheduled_at)"
-            " VALUES (%s, %s, %s, jsonb_build_object('run_id', %s::bigint), CASE WHEN %s THEN now() + interval '1 hour' END)"
+            " VALUES (%s, %s, %s, jsonb_build_object('run_id', %s::bigint),"
+            " CASE WHEN %s THEN now() + interval '1 hour' END)"
             " RETURNING id",
             (row["q"], row["t"], row["l"], row["run_id"], later),
         )
@@ -123,5 +124,5 @@ async def test_jobs_taken_and_not_started_go_back_when_the_worker_stops(database
             await manager.give_back()
         finally:
             await connector.close_async()
-        states = dict(sync.execute("SELECT id, status::text FROM procrastinate_jobs").fetchall())
+        states: dict[int, str] = dict(sync.execute("SELECT id, status::text FROM procrastinate_jobs").fetchall())
     assert states == {ids[0]: "doing", **dict.fromkeys(ids[1:], "todo")}
