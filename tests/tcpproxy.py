@@ -13,10 +13,12 @@ from tests.livehttp import free_socket
 
 
 class TcpProxy:
-    """``TcpProxy(("127.0.0.1", 5432))``, or ``TcpProxy("/run/postgresql/.s.PGSQL.5432")`` for a Unix socket."""
+    """``TcpProxy(("127.0.0.1", 5432))``, or ``TcpProxy("/run/postgresql/.s.PGSQL.5432")`` for a Unix socket;
+    ``TcpProxy([a, b])`` hands connections to the targets in turn (a load balancer of API processes)."""
 
-    def __init__(self, target: tuple[str, int] | str) -> None:
-        self.target = target
+    def __init__(self, target: tuple[str, int] | str | list[tuple[str, int]]) -> None:
+        self.targets = target if isinstance(target, list) else [target]
+        self._turn = 0
         self._listener = free_socket()
         self._listener.listen(128)
         self.port: int = self._listener.getsockname()[1]
@@ -82,13 +84,8 @@ class TcpProxy:
             if not accepting:
                 client.close()
                 continue
-            try:
-                if isinstance(self.target, str):
-                    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    upstream.connect(self.target)
-                else:
-                    upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
+            upstream = self._connect()
+            if upstream is None:  # no target answers: the client sees its connection closed
                 client.close()
                 continue
             upstream.settimeout(None)
@@ -96,6 +93,28 @@ class TcpProxy:
                 self._pairs.append((client, upstream))
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def _connect(self) -> socket.socket | None:
+        """The next target in turn that takes the connection (as nginx tries the next upstream on an error)."""
+        with self._lock:
+            first = self._turn
+            self._turn += 1
+        for offset in range(len(self.targets)):
+            target = self.targets[(first + offset) % len(self.targets)]
+            try:
+                if isinstance(target, str):
+                    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    try:
+                        upstream.connect(target)
+                    except OSError:
+                        upstream.close()
+                        raise
+                else:
+                    upstream = socket.create_connection(target, timeout=5)
+            except OSError:
+                continue
+            return upstream
+        return None
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:

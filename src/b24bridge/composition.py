@@ -22,7 +22,7 @@ import procrastinate
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from b24bridge import jobs, lanes, migrations
+from b24bridge import gauges, jobs, lanes, migrations
 from b24bridge.admin.access import AdminGate
 from b24bridge.admin.service import AdminService
 from b24bridge.bitrix import BatchSettings, BitrixClient
@@ -257,7 +257,7 @@ async def open_services(
             redis = open_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose)
             bitrix_options = {
-                "limiter": RedisLimiter(redis),
+                "limiter": RedisLimiter(redis, sharers=gauges.workers_alive),
                 "refresh_lock": RedisRefreshLock(redis, fallback=refresh_lock),
             }
         bitrix = BitrixClient(batching=BatchSettings(enabled=settings.bitrix_autobatch), **bitrix_options)

@@ -55,6 +55,14 @@ _WORKERS = (
 _PORTALS = "SELECT status, count(*) FROM portals GROUP BY 1"
 
 
+_workers_alive = 1
+
+
+def workers_alive() -> int:
+    """Live job workers at the last sample (at least 1): how many processes share each portal's limits."""
+    return max(1, _workers_alive)
+
+
 async def sample(pool: AsyncConnectionPool) -> None:
     async with pool.connection() as conn:
         runs: dict[tuple[Any, ...], int] = {(k, s): 0 for k, s in _STATES}
@@ -68,7 +76,9 @@ async def sample(pool: AsyncConnectionPool) -> None:
     if jobs is not None:
         JOBS_WAITING.set(jobs[0])
         JOBS_OLDEST_WAITING.set(float(jobs[1]))
-    WORKERS_ALIVE.set(workers[0] if workers is not None else 0)
+    global _workers_alive
+    _workers_alive = int(workers[0]) if workers is not None else 0
+    WORKERS_ALIVE.set(_workers_alive)
     for status in ("active", "uninstalled", "auth_lost"):
         PORTALS.labels(status).set(portals.get(status, 0))
     DATABASE_UP.set(1)

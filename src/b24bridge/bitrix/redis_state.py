@@ -10,6 +10,7 @@ on; only the sharing is lost, and that is logged and counted (``b24bridge_redis_
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -110,11 +111,23 @@ return 0
 
 
 class RedisLimiter:
-    """The limiter protocol over Redis; in-flight counts and cost estimates stay local to the process."""
+    """The limiter protocol over Redis; in-flight counts and cost estimates stay local to the process.
 
-    def __init__(self, redis: Redis, prefix: str = "b24bridge", retry_after: float = 5.0) -> None:
+    While Redis fails, each process limits itself to its share of every portal's limits: ``sharers()`` says how many
+    processes call portals (the live workers, which the composition root counts from their heartbeats). Each taking
+    the whole burst on its own state would have sent a portal that many times its limit.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "b24bridge",
+        retry_after: float = 5.0,
+        sharers: Callable[[], int] | None = None,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.sharers = sharers or (lambda: 1)
         self._local = MemoryLimiter()
         self._shared = RedisFallback("limiter", retry_after)
         self._reserve: Any = redis.register_script(_RESERVE)
@@ -133,7 +146,7 @@ class RedisLimiter:
         async def shared() -> float:
             return float(await self._reserve(keys=[self._bucket(portal)], args=[limits.capacity, limits.drain, ttl]))
 
-        return await self._shared.run(shared, lambda: self._local.reserve_request(portal, limits))
+        return await self._shared.run(shared, lambda: self._local.reserve_request(portal, self._share(limits)))
 
     async def fullness(self, portal: str, limits: Limits) -> float:
         async def shared() -> float:
@@ -144,7 +157,7 @@ class RedisLimiter:
             current = float(level) - (time.time() - float(updated)) * limits.drain
             return min(1.0, max(0.0, current / limits.capacity))
 
-        return await self._shared.run(shared, lambda: self._local.fullness(portal, limits))
+        return await self._shared.run(shared, lambda: self._local.fullness(portal, self._share(limits)))
 
     async def request_refused(self, portal: str, limits: Limits) -> None:
         ttl = int(1000 * (limits.burst / limits.drain + 60))
@@ -152,15 +165,27 @@ class RedisLimiter:
         async def shared() -> None:
             await self._fill(keys=[self._bucket(portal)], args=[limits.burst, ttl])
 
-        await self._shared.run(shared, lambda: self._local.request_refused(portal, limits))
+        await self._shared.run(shared, lambda: self._local.request_refused(portal, self._share(limits)))
+
+    def _share(self, limits: Limits) -> Limits:
+        """This process's part of ``limits`` while Redis fails (all of them while it works)."""
+        sharers = max(1, self.sharers()) if not self._shared.available else 1
+        if sharers == 1:
+            return limits
+        return dataclasses.replace(
+            limits,
+            burst=max(limits.bucket_margin + 1, limits.burst // sharers),
+            drain=limits.drain / sharers,
+            operating_limit=limits.operating_limit / sharers,
+        )
 
     async def method_delay(self, portal: str, method: str, limits: Limits) -> float:
         await self._sync(portal, method)
-        return await self._local.method_delay(portal, method, limits)
+        return await self._local.method_delay(portal, method, self._share(limits))
 
     async def method_allowance(self, portal: str, method: str, limits: Limits) -> int | None:
         await self._sync(portal, method)
-        return await self._local.method_allowance(portal, method, limits)
+        return await self._local.method_allowance(portal, method, self._share(limits))
 
     async def _sync(self, portal: str, method: str) -> None:
         """Adopt the newest shared report of this method's budget."""
