@@ -12,14 +12,21 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 from tests.livehttp import free_socket
 
 
+def _bound(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
 class TcpProxy:
     """``TcpProxy(("127.0.0.1", 5432))``, or ``TcpProxy("/run/postgresql/.s.PGSQL.5432")`` for a Unix socket;
     ``TcpProxy([a, b])`` hands connections to the targets in turn (a load balancer of API processes)."""
 
-    def __init__(self, target: tuple[str, int] | str | list[tuple[str, int]]) -> None:
+    def __init__(self, target: tuple[str, int] | str | list[tuple[str, int]], port: int = 0) -> None:
         self.targets = target if isinstance(target, list) else [target]
         self._turn = 0
-        self._listener = free_socket()
+        self._listener = free_socket() if not port else _bound(port)
         self._listener.listen(128)
         self.port: int = self._listener.getsockname()[1]
         self._open = True
@@ -127,3 +134,18 @@ class TcpProxy:
             for sock in (source, sink):
                 with suppress(OSError):
                     sock.close()
+
+
+def main() -> None:
+    """``python -m tests.tcpproxy LISTEN_PORT HOST:PORT [HOST:PORT ...]``: a front of its own process (so a heavy
+    test's load balancer does not share an interpreter lock with the test)."""
+    import sys
+
+    port, *targets = sys.argv[1:]
+    proxy = TcpProxy([(host, int(p)) for host, p in (t.rsplit(":", 1) for t in targets)], port=int(port))
+    print(f"listening {proxy.port}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -262,7 +262,7 @@ async def open_services(
             }
         bitrix = BitrixClient(batching=BatchSettings(enabled=settings.bitrix_autobatch), **bitrix_options)
         stack.push_async_callback(bitrix.aclose)
-        job_app = jobs.build_app(database, settings.worker_portal_slots)
+        job_app = jobs.build_app(database, settings.worker_portal_slots, workers=gauges.workers_alive)
         await stack.enter_async_context(job_app.open_async())
 
         pool, app = database.pool, app_credentials(settings)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import procrastinate
@@ -62,11 +62,13 @@ def _engine_blueprint() -> procrastinate.Blueprint:
     return blueprint
 
 
-def build_app(database: Database, lane_slots: int = lanes.DEFAULT_LANE_SLOTS) -> procrastinate.App:
+def build_app(
+    database: Database, lane_slots: int = lanes.DEFAULT_LANE_SLOTS, workers: Callable[[], int] = lambda: 1
+) -> procrastinate.App:
     """The App with every domain's tasks, under its namespace, fetching jobs by lanes (:mod:`b24bridge.lanes`);
     opened by the caller."""
     app = database.procrastinate_app(worker_defaults=dict(WORKER_DEFAULTS))
-    app.job_manager = lanes.LaneJobManager(app.connector, lane_slots)
+    app.job_manager = lanes.LaneJobManager(app.connector, lane_slots, workers=workers)
     app.add_tasks_from(_engine_blueprint(), namespace="engine")
     app.add_tasks_from(robot_tasks.build_blueprint(), namespace=robot_tasks.NAMESPACE)
     app.add_tasks_from(bridge_tasks.build_blueprint(), namespace=bridge_tasks.NAMESPACE)

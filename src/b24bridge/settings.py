@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     # A robot job spends nearly all its time waiting on the portal's limits, which costs nothing in asyncio, and
     # only jobs waiting at the same time can share a batch: see the README ("Worker concurrency") for the figures.
     worker_concurrency: int = Field(default=250, ge=1)
-    # Jobs of one portal running at once across every worker (its lane, b24bridge.lanes): what its limits can use.
+    # Jobs of one portal running at once in each worker (its lane, b24bridge.lanes): what its limits can use.
     worker_portal_slots: int = Field(default=100, ge=1)
     # Run a job worker inside ``serve``; a scaled deployment turns this off and runs ``b24bridge worker``.
     worker_in_process: bool = True

@@ -17,9 +17,8 @@ import pytest
 from b24bridge.db import EmbeddedPostgres, ensure_database
 from b24bridge.robots.definitions.create_contact import CODE as CONTACT_ROBOT
 from tests.bridge_flows.conftest import HOOK_SECRET, KEY
-from tests.livehttp import serve
-from tests.reliability.fleet import ROUTES, Fleet, rows, wait
-from tests.sandbox.conftest import CloudPortal, LiveCloud
+from tests.reliability.fleet import ROUTES, Fleet, SandboxCloud, rows, wait
+from tests.sandbox.conftest import PortalClient
 
 ROBOT_STAGE, BRIDGE_STAGE, HOOK_STAGE = "PREPARATION", "EXECUTING", "FINAL_INVOICE"
 PERSON = {"first_name": "Ann", "last_name": "Lee", "phone": "+15551234567", "email": "ann@example.com"}
@@ -38,15 +37,19 @@ def own_postgres() -> Iterator[tuple[EmbeddedPostgres, str]]:
 
 
 @pytest.fixture
-def cloud(request: pytest.FixtureRequest) -> Iterator[LiveCloud]:
-    limits = getattr(request, "param", False)
-    yield from serve(LiveCloud(2, limits_enabled=limits))
+def cloud(request: pytest.FixtureRequest) -> Iterator[SandboxCloud]:
+    """The partner and the target, in a sandbox process of their own, limits off (a suite turns them on)."""
+    portals = SandboxCloud(2, limits=False)
+    try:
+        yield portals
+    finally:
+        portals.stop()
 
 
 @dataclass
 class World:
-    source: CloudPortal
-    target: CloudPortal
+    source: PortalClient
+    target: PortalClient
     fleet: Fleet
     database_url: str
     app: dict[str, Any]
@@ -89,7 +92,7 @@ class World:
 
 @pytest.fixture
 def world_factory(
-    cloud: LiveCloud, own_postgres: tuple[EmbeddedPostgres, str], tmp_path: Path
+    cloud: SandboxCloud, own_postgres: tuple[EmbeddedPostgres, str], tmp_path: Path
 ) -> Iterator[Callable[..., World]]:
     source, target = cloud
     fleets: list[Fleet] = []

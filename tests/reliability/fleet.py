@@ -21,7 +21,6 @@ import psycopg
 from psycopg.rows import dict_row
 
 from tests.livehttp import free_socket
-from tests.tcpproxy import TcpProxy
 
 COMMAND = [sys.executable, "-m", "b24bridge.cli"]
 
@@ -52,18 +51,26 @@ class Fleet:
     apis: int = 1
     workers: int = 0
     members: list[Member] = field(default_factory=list)
-    front: TcpProxy | None = None
+    front_port: int = 0
+    front: subprocess.Popen[bytes] | None = None
     _supervising: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def base_url(self) -> str:
-        assert self.front is not None
-        return f"http://127.0.0.1:{self.front.port}"
+        return f"http://127.0.0.1:{self.front_port}"
 
     def __post_init__(self) -> None:
         self.ports = [free_port() for _ in range(self.apis)]
-        self.front = TcpProxy([("127.0.0.1", port) for port in self.ports])
+        self.front_port = free_port()
+        # The load balancer runs in a process of its own: in this one it would share an interpreter lock with the
+        # sandbox and the test, and hold the calls back.
+        targets = [f"127.0.0.1:{port}" for port in self.ports]
+        self.front = subprocess.Popen(
+            [sys.executable, "-m", "tests.tcpproxy", str(self.front_port), *targets],
+            stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        assert self.front.stdout is not None and self.front.stdout.readline().startswith(b"listening")
 
     def start(self) -> Fleet:
         ports = self.ports
@@ -149,7 +156,8 @@ class Fleet:
                     member.process.kill()
                     member.process.wait()
         if self.front is not None:
-            self.front.stop()
+            self.front.terminate()
+            self.front.wait(10)
 
 
 def rows(url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -230,3 +238,56 @@ ROUTES = textwrap.dedent(
           STAGE_ID: {from: STAGE_ID, map: {PREPARATION: NEW, EXECUTING: NEW, FINAL_INVOICE: NEW}}
     """
 )
+
+
+class SandboxCloud:
+    """``b24bridge sandbox --portals N`` as a process of its own (a portal is elsewhere, not in the test's process),
+    its portals reached over HTTP as the in-process ones are."""
+
+    def __init__(self, count: int, limits: bool) -> None:
+        from tests.sandbox.conftest import PortalClient
+
+        first = _free_run(count)
+        args = [*COMMAND, "sandbox", "--port", str(first), "--portals", str(count), "--plan", "cloud"]
+        self.process = subprocess.Popen([*args, *([] if limits else ["--no-limits"])], stdout=subprocess.DEVNULL)
+        self.portals = []
+        for port in range(first, first + count):
+            base = f"http://127.0.0.1:{port}"
+            wait(lambda base=base: _serves(base), "the sandbox to start", timeout=30, every=0.1)
+            portal = PortalClient(base, {})
+            portal.base_url = base  # type: ignore[attr-defined]
+            self.portals.append(portal)
+
+    def __iter__(self) -> Any:
+        return iter(self.portals)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _serves(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/_sandbox/", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _free_run(count: int) -> int:
+    import socket
+
+    for _ in range(50):
+        first = free_port()
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no run of {count} free ports")

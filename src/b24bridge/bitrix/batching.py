@@ -184,7 +184,8 @@ class AutoBatcher:
         window = self.settings.window + share / self.gate.limits.drain
         self._arrived.clear()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + window
+        began = loop.time()
+        deadline = began + window
         while self._waiting < MAX_BATCH:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -194,6 +195,11 @@ class AutoBatcher:
             except TimeoutError:
                 return
             self._arrived.clear()
+            # Calls still arriving: a wave is coming in (jobs started a few at a time), so the request waits for the
+            # rest of it, one more short window after each arrival and never past ``wave_limit``. A lone call, or
+            # calls a window apart, go as before. Without this, a flood's first requests (the burst) went out a
+            # fraction full: 3 workers sent 232 requests for 200 requests' worth of commands (bench/tests).
+            deadline = max(deadline, min(loop.time() + self.settings.window, began + self.settings.wave_limit))
 
     def _fill_rate(self, fullness: float) -> float:
         """How fast the bucket has been filling, in requests per second beyond the drain, over about

@@ -43,6 +43,7 @@ class BatchSettings:
 
     enabled: bool = True
     window: float = 0.005  # how long a lone call waits for company before it is sent
+    wave_limit: float = 0.05  # the longest a request waits for calls that keep arriving (see AutoBatcher._gather)
     max_in_flight: int = 4  # concurrent HTTP requests per portal
     # Share of the portal's burst kept for full batches (see AutoBatcher._gather).
     burst_reserve: float = 0.5

@@ -185,6 +185,7 @@ async def limits_state(request: Request) -> Response:
         {
             "enabled": limiter.enabled,
             "refused_requests": limiter.refused_requests,
+            "admitted_requests": limiter.admitted_requests,
             "refused_operating": limiter.refused_operating,
             "buckets": {
                 ip: {"level": max(0.0, b.level - (now - b.updated) * b.drain), "burst": b.burst}

@@ -81,6 +81,7 @@ class Limiter:
     # How often each limit refused: what a client that claims to respect the limits is measured by.
     refused_requests: int = 0
     refused_operating: int = 0
+    admitted_requests: int = 0
 
     def admit_request(self, client_ip: str, now: float) -> bool:
         if not self.enabled:
@@ -89,7 +90,9 @@ class Limiter:
         if bucket is None:
             bucket = self.buckets[client_ip] = LeakyBucket(self.burst, self.drain, updated=now)
         admitted = bucket.admit(now)
-        if not admitted:
+        if admitted:
+            self.admitted_requests += 1
+        else:
             self.refused_requests += 1
         return admitted
 
@@ -103,4 +106,4 @@ class Limiter:
     def reset(self) -> None:
         self.buckets.clear()
         self.budgets.clear()
-        self.refused_requests = self.refused_operating = 0
+        self.refused_requests = self.refused_operating = self.admitted_requests = 0
