@@ -59,7 +59,11 @@ class TcpProxy:
         for a, b in pairs:
             for sock in (a, b):
                 with suppress(OSError):
+                    # A reset, as a dropped network gives: linger 0, and shutdown() first, which wakes the pipe
+                    # thread blocked in recv() (a plain close() would wait for it and send nothing).
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    sock.shutdown(socket.SHUT_RDWR)
+                with suppress(OSError):
                     sock.close()
 
     def restore(self) -> None:
