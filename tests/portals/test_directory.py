@@ -26,7 +26,8 @@ def _install(url: str, keys: crypto.Keyring, member: str = MEMBER) -> None:
         conn.execute(
             "INSERT INTO portals (member_id, domain, client_endpoint, scope, status, application_token_hash)"
             " VALUES (%s, 'p.bitrix24.com', 'https://p.bitrix24.com/rest/', 'crm', 'active', %s)"
-            " ON CONFLICT (member_id) DO UPDATE SET status = 'active', application_token_hash = EXCLUDED.application_token_hash",
+            " ON CONFLICT (member_id) DO UPDATE SET status = 'active',"
+            " application_token_hash = EXCLUDED.application_token_hash",
             (member, keys.mac(APP_TOKEN_PURPOSE, TOKEN)),
         )
 
@@ -56,8 +57,7 @@ class Process:
     async def start(self) -> None:
         await self.pool.open(wait=True)
         self.task = asyncio.get_running_loop().create_task(self.directory.run())
-        while not self.directory._current():  # loaded and listening
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(self.directory.listening.wait(), 10)
 
     async def stop(self) -> None:
         if self.task is not None:

@@ -69,6 +69,7 @@ class PortalDirectory:
         self._connected = False
         self._lost_at: float | None = 0.0  # monotonic time the listener was last known connected; None: connected
         self._loaded = False
+        self.listening = asyncio.Event()  # set while the listener is connected and the memory loaded
 
     # --- the check --------------------------------------------------------------------------------------------------
 
@@ -135,14 +136,18 @@ class PortalDirectory:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await self._load_all(conn)
                     self._lost_at, self._loaded = None, True
+                    self.listening.set()
                     await self._listen(conn)
             except asyncio.CancelledError:
+                self.listening.clear()
                 raise
             except DATABASE_AWAY as exc:
+                self.listening.clear()
                 if self._lost_at is None:
                     self._lost_at = time.monotonic()
                     log.warning("portal directory: listener lost; checks ask the database", error=type(exc).__name__)
             except Exception:
+                self.listening.clear()
                 if self._lost_at is None:
                     self._lost_at = time.monotonic()
                 log.exception("portal directory: listener failed")
