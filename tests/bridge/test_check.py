@@ -176,3 +176,14 @@ def test_stage_values_follow_the_target_funnel_and_status_back_fields_the_source
         "routes.yaml:19: routes.partner-to-acme.deal.CATEGORY_ID: 9 is not allowed in CATEGORY_ID; "
         "allowed: one of 0, 1, 2, 3"
     )
+
+
+def test_a_field_match_key_names_a_field_of_both_portals(schemas: Schemas) -> None:
+    by_title = documented_example().replace(
+        "match: [tax_number, email]", "match: [{field: TITLE}, {field: UF_CRM_INN}]"
+    )
+    found = check_route(load(by_title).routes["partner-to-acme"], *schemas)
+    assert [problem.split(";")[0] for problem in found] == [
+        "routes.yaml:37: routes.partner-to-acme.company.match[1]: no such field in the company of partner",
+        "routes.yaml:37: routes.partner-to-acme.company.match[1]: no such field in the company of acme",
+    ]

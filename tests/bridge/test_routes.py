@@ -259,12 +259,35 @@ def test_contacts_and_companies_match_by_known_keys_in_order() -> None:
         "    company:\n      match: [email, inn, email]\n      fields: {tax_number: {from: tax_number}}\n"
     )
     assert problems(text) == [
-        "routes.yaml:14: routes.r1.company.match[1]: not a match key; allowed: one of tax_number, phone, email",
+        "routes.yaml:14: routes.r1.company.match[1]: not a match key; allowed: one of tax_number, phone, email, or "
+        "{field: NAME}",
         "routes.yaml:14: routes.r1.company.match[2]: email twice; allowed: each key once",
     ]
     route = load(text.replace("[email, inn, email]", "[]")).routes["r1"]
     assert route.contact is not None and route.contact.match == ("phone", "email")  # the default: all, in order
     assert route.company is not None and route.company.match == ()  # always create
+
+
+def test_any_field_is_a_match_key_custom_fields_included() -> None:
+    text = BASE + (
+        "    company:\n      match: [tax_number, {field: UF_CRM_INN}, {field: UF_CRM_CODE, target: UF_CRM_PARTNER}]\n"
+        "      fields: {TITLE: {from: TITLE}}\n"
+    )
+    route = load(text).routes["r1"]
+    assert route.company is not None
+    assert route.company.match == ("tax_number", "field:UF_CRM_INN", "field:UF_CRM_CODE>UF_CRM_PARTNER")
+    bad = text.replace("{field: UF_CRM_INN}", "{field: uf_crm_inn}").replace(
+        "{field: UF_CRM_CODE, target: UF_CRM_PARTNER}", "{target: UF_CRM_PARTNER, colour: red}"
+    )
+    assert problems(bad) == [
+        "routes.yaml:12: routes.r1.company.match[1].field: not a field name; allowed: a name such as UF_CRM_INN",
+        "routes.yaml:12: routes.r1.company.match[2].colour: unknown key; allowed: one of field, target",
+        "routes.yaml:12: routes.r1.company.match[2]: missing field; allowed: field: required",
+    ]
+    twice = text.replace("{field: UF_CRM_CODE, target: UF_CRM_PARTNER}", "{field: UF_CRM_INN}")
+    assert problems(twice) == [
+        "routes.yaml:12: routes.r1.company.match[2]: field:UF_CRM_INN twice; allowed: each key once"
+    ]
 
 
 def test_status_back_needs_something_to_write() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bitrix import Portal
-from .route_model import TAX_NUMBER, FieldRule, Route, RouteFile, Scope
+from .route_model import TAX_NUMBER, EntityRule, FieldRule, Route, RouteFile, Scope, key_fields
 from .routes_yaml import Problems, Segment, choices
 from .templates import referenced_fields
 
@@ -108,6 +108,9 @@ class _RouteCheck:
             self._rules(route.contact.fields, "contact", [*self.base, "contact", "fields"], self.target, route.target)
         if route.company is not None:
             self._rules(route.company.fields, "company", [*self.base, "company", "fields"], self.target, route.target)
+        for scope, rule in (("contact", route.contact), ("company", route.company)):
+            if rule is not None:
+                self._match_fields(rule, scope)
         if route.status_back is not None:
             self._status_back_stages()
             self._rules(
@@ -118,6 +121,27 @@ class _RouteCheck:
                 route.source,
             )
         return self.problems.messages
+
+    def _match_fields(self, rule: EntityRule, entity: str) -> None:
+        """A ``{field: NAME}`` match key names a field of the source's record and of the target's."""
+        for index, key in enumerate(rule.match):
+            names = key_fields(key)
+            if names is None:
+                continue
+            where: list[Segment] = [*self.base, entity, "match", index]
+            for name, schema, portal in (
+                (names[0], self.source, self.route.source),
+                (names[1], self.target, self.route.target),
+            ):
+                fields = schema.fields(entity)
+                if name not in fields:
+                    what = f"no such field in the {entity} of {portal}"
+                    self.problems.add(
+                        rule.line_of("match"),
+                        where,
+                        what,
+                        _field_choices(name, sorted(fields), f"a {entity} field of {portal}"),
+                    )
 
     def _event_stages(self) -> None:
         triggers, stages = self.route.triggers, self.source.stages_of(None)

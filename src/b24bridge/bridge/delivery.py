@@ -1,12 +1,12 @@
 """One delivery: a source deal (with its contact, company and product rows) read, mapped and written to the target.
 
 Round trips, each shared with other deliveries through the client's auto-batching: one chain reading the source
-deal, its rows, contact, company and requisites; the target lookups (contact and company matches together, and on
-a repeat the deal by ORIGIN_ID); one chain writing contact, company, requisite, deal and rows with ``$result[...]``
-references (``halt``: nothing is written after a failed write; see ``writer``). Exactly once in effect: the id map
-says which target record stands for which source record; every record b24bridge creates carries
-``ORIGINATOR_ID``/``ORIGIN_ID``, so a lost map row, an uncertain write or a replay finds the record instead of
-creating another; updates send only the fields that changed.
+deal, its rows, contact, company and (when the route uses the tax number) requisites; the target lookups (contact
+and company matches together, and on a repeat the deal by ORIGIN_ID); one chain writing contact, company,
+requisite, deal and rows with ``$result[...]`` references (``halt``: nothing is written after a failed write; see
+``writer``). Exactly once in effect: the id map says which target record stands for which source record; every
+record b24bridge creates carries ``ORIGINATOR_ID``/``ORIGIN_ID``, so a lost map row, an uncertain write or a replay
+finds the record instead of creating another; updates send only the fields that changed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from b24bridge.observability import get_logger
 from . import repository
 from .connections import Endpoint
 from .dedupe import Dedupe, content_key
-from .mapping import MappingContext, map_fields, map_products
+from .mapping import MappingContext, map_fields, map_products, reads_tax_number
 from .mapping import source_user_ids as user_ids_of
 from .repository import Link
 from .route_model import TAX_NUMBER, FieldRule, Route
@@ -186,11 +186,11 @@ class Deliverer:
             raise
 
     async def _read_source(self, route: Route, source: Endpoint, deal_id: int, observer: CallObserver) -> _Source:
-        """One round trip: the deal, its rows, and its contact, company and their requisites found through the
-        deal's own CONTACT_ID and COMPANY_ID (``$result[deal][...]``). The related records are read by list filters
-        and checked against the deal's ids here: a deal without a contact (an empty reference) reads nothing wrong,
-        whatever the portal makes of an empty filter value. The reads may fail one by one, so the chain asks for no
-        halt."""
+        """One round trip: the deal, its rows, and its contact, company and requisites (only what the route uses),
+        found through the deal's own CONTACT_ID and COMPANY_ID (``$result[deal][...]``). The related records are read
+        by list filters and checked against the deal's ids here: a deal without a contact (an empty reference) reads
+        nothing wrong, whatever the portal makes of an empty filter value. The reads may fail one by one, so the chain
+        asks for no halt."""
         chain: list[tuple[str, str, dict[str, Any]]] = [("deal", "crm.deal.get", {"id": deal_id})]
         if route.products:
             chain.append(("rows", "crm.deal.productrows.get", {"id": deal_id}))
@@ -198,6 +198,7 @@ class Deliverer:
             chain.append(("contact", "crm.contact.list", _by_id("$result[deal][CONTACT_ID]")))
         if route.company:
             chain.append(("company", "crm.company.list", _by_id("$result[deal][COMPANY_ID]")))
+        if reads_tax_number(route):
             flt = {"ENTITY_TYPE_ID": 4, "ENTITY_ID": "$result[deal][COMPANY_ID]"}
             chain.append(("requisites", "crm.requisite.list", {"filter": flt, "select": _REQUISITE, "start": -1}))
         got = await source.portal.chain(chain, observer=observer, halt=False)
@@ -206,7 +207,7 @@ class Deliverer:
         contact_id, company_id = record_id(deal.get("CONTACT_ID")), record_id(deal.get("COMPANY_ID"))
         contact = _record(got.get("contact"), contact_id)
         company = _record(got.get("company"), company_id)
-        if company is not None:
+        if company is not None and "requisites" in got:
             requisites = [r for r in got["requisites"].unwrap() or [] if record_id(r.get("ENTITY_ID")) == company_id]
             inn = next((str(r["RQ_INN"]) for r in requisites if r.get("RQ_INN")), None)
             company = {**company, TAX_NUMBER: inn}

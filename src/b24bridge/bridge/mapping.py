@@ -18,7 +18,7 @@ from typing import Any
 
 from ..observability import redact_text
 from .coerce import coerce, quote, to_bool, to_float, to_int
-from .route_model import MATCH_SOURCE_FIELDS, EntityRule, FieldRule, Scope, StatusBack
+from .route_model import MATCH_SOURCE_FIELDS, TAX_NUMBER, EntityRule, FieldRule, Route, Scope, StatusBack, key_fields
 from .templates import Record, TemplateProblem, render
 
 MULTIFIELDS = frozenset({"PHONE", "EMAIL", "WEB", "IM", "LINK"})
@@ -220,16 +220,38 @@ def multifield(values: Any) -> list[dict[str, str]]:
 
 def match_lookups(rule: EntityRule, record: Mapping[str, Any] | None) -> list[tuple[str, list[str]]]:
     """What to look the target contact or company up by, in the rule's order: ``[("phone", ["+1555..."]), ...]``
-    from the source record (keys without values left out)."""
+    from the source record (keys without values left out). A field key reads the source's field: a number or text,
+    or the values of a multiple field."""
     lookups: list[tuple[str, list[str]]] = []
     for key in rule.match:
-        value = None if record is None else record.get(MATCH_SOURCE_FIELDS[key])
-        texts = [item["VALUE"] for item in multifield(value)] if key != "tax_number" else []
-        if key == "tax_number" and isinstance(value, str | int) and str(value).strip():
-            texts = [str(value).strip()]
+        fields = key_fields(key)
+        value = None if record is None else record.get(fields[0] if fields else MATCH_SOURCE_FIELDS[key])
+        if key == TAX_NUMBER or fields is not None:
+            items = value if isinstance(value, list) else [value]
+            texts = [str(item).strip() for item in items if _is_match_scalar(item) and str(item).strip()]
+        else:
+            texts = [item["VALUE"] for item in multifield(value)]
         if texts:
             lookups.append((key, texts))
     return lookups
+
+
+def reads_tax_number(route: Route) -> bool:
+    """Whether anything in the route uses the company's tax number (a match key, a rule writing or reading it): only
+    then does a delivery read the source company's requisites."""
+    company = route.company
+    if company is None:
+        return False
+    if TAX_NUMBER in company.match or TAX_NUMBER in company.fields:
+        return True
+    rules = [*route.deal.values(), *company.fields.values()]
+    rules += [*route.contact.fields.values()] if route.contact else []
+    rules += [*route.status_back.fields.values()] if route.status_back else []
+    return any(TAX_NUMBER in str(rule.value) for rule in rules)
+
+
+def _is_match_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | Decimal) and not isinstance(value, bool)
 
 
 def status_back_stage(status_back: StatusBack, target_stage: str | None) -> str | None:

@@ -28,6 +28,22 @@ MATCH_SOURCE_FIELDS: Mapping[str, str] = MappingProxyType(
 # Whose request limits apply to a webhook portal (REFERENCE 2.1); an installed portal's come from its registry row.
 PLANS = ("cloud", "enterprise")
 TAX_NUMBER = "tax_number"  # a company's first requisite's RQ_INN, read and written as if it were a field
+FIELD_KEY = "field:"  # a match key on any field: "field:UF_CRM_INN", or "field:UF_CRM_INN>UF_CRM_TAX" (source>target)
+
+
+def field_key(source_field: str, target_field: str | None = None) -> str:
+    """The match key ``{field: SOURCE, target: TARGET}`` stands for (the target's field defaults to the same name)."""
+    return f"{FIELD_KEY}{source_field}" + (f">{target_field}" if target_field and target_field != source_field else "")
+
+
+def key_fields(key: str) -> tuple[str, str] | None:
+    """``(source field, target field)`` of a field match key, or ``None`` for phone, email, tax_number."""
+    if not key.startswith(FIELD_KEY):
+        return None
+    source_field, _, target_field = key[len(FIELD_KEY) :].partition(">")
+    return source_field, target_field or source_field
+
+
 _WEBHOOK_CODE = re.compile(r"(/rest/\d+/)[^/]+")
 
 _NO_LINES: Mapping[str, int] = MappingProxyType({})
@@ -91,7 +107,9 @@ class FieldRule(_Located):
 
 @dataclass(frozen=True)
 class EntityRule(_Located):
-    """The deal's contact or company: looked up in the target by ``match`` (in order), else created with ``fields``."""
+    """The deal's contact or company: looked up in the target by ``match`` (in order), else created with ``fields``.
+
+    ``match`` holds ``phone``, ``email``, ``tax_number`` and :func:`field_key` keys."""
 
     fields: Mapping[str, FieldRule]
     match: tuple[str, ...]

@@ -24,10 +24,11 @@ from .route_model import (
     Scope,
     StatusBack,
     Triggers,
+    field_key,
     frozen,
 )
 from .routes_yaml import Entry, Map, Problems, Scalar, Segment, Seq, Tree, choices, parse
-from .rules_parse import RuleParser
+from .rules_parse import FIELD_NAME, RuleParser
 
 __all__ = [
     "EntityRule",
@@ -270,14 +271,40 @@ class _FileParser(RuleParser):
         match: list[str] = []
         items = match_entry.node.items if isinstance(match_entry.node, Seq) else [match_entry.node]
         for index, item in enumerate(items):
-            key = item.value if isinstance(item, Scalar) else None
-            if not isinstance(key, str) or key not in keys:
-                self.problems.add(item.line, [*path, "match", index], "not a match key", choices(str(key), keys))
-            elif key in match:
+            key = self._match_key(item, [*path, "match", index], keys)
+            if key is None:
+                continue
+            if key in match:
                 self.problems.add(item.line, [*path, "match", index], f"{key} twice", "each key once")
             else:
                 match.append(key)
         return EntityRule(fields, tuple(match), entry.key_line, frozen({"match": match_entry.key_line}))
+
+    def _match_key(self, item: Tree, path: list[Segment], keys: list[str]) -> str | None:
+        """``phone``, ``email``, ``tax_number`` or ``{field: UF_CRM_INN}`` (``target:`` when the target names the
+        field otherwise): the key, or ``None`` with the problem reported."""
+        if isinstance(item, Scalar):
+            if isinstance(item.value, str) and item.value in keys:
+                return item.value
+            self.problems.add(item.line, path, "not a match key", choices(str(item.value), keys) + ", or {field: NAME}")
+            return None
+        node = self.mapping(item, path, item.line, "{field: NAME}")
+        if node is None:
+            return None
+        self.keys(node, path, item.line, known=("field", "target"), required=("field",))
+        if "field" not in node.entries:
+            return None
+        names: list[str] = []
+        for part in ("field", "target"):
+            entry = node.entries.get(part)
+            if entry is None:
+                continue
+            value = entry.node.value if isinstance(entry.node, Scalar) else None
+            if not isinstance(value, str) or not FIELD_NAME.fullmatch(value):
+                self.problems.add(entry.key_line, [*path, part], "not a field name", "a name such as UF_CRM_INN")
+                return None
+            names.append(value)
+        return field_key(names[0], names[1] if len(names) > 1 else None)
 
     def _status_back(self, entry: Entry | None, path: list[Segment]) -> StatusBack | None:
         if entry is None:

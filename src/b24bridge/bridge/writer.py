@@ -20,7 +20,7 @@ from . import repository
 from .connections import Endpoint
 from .mapping import MULTIFIELDS, changed, fingerprint, match_lookups
 from .repository import Link
-from .route_model import TAX_NUMBER, EntityRule, Route
+from .route_model import TAX_NUMBER, EntityRule, Route, key_fields
 from .schemas import ORIGINATOR_ID, Busy, DeliveryResult
 
 PRODUCTS_KEY = "__products__"
@@ -81,11 +81,24 @@ class TargetWriter:
         return record_id(found[0]["ID"]) if isinstance(found, list) and found else None
 
     async def _match(self, entity: str, rule: EntityRule, record: Mapping[str, Any]) -> int | None:
+        """The first key (in the rule's order) that finds a target record: its id. All lookups go at once, so they
+        share the target's next request."""
         portal, calls = self.target.portal, []
         for key, values in match_lookups(rule, record):
+            fields = key_fields(key)
+            params: dict[str, Any]
             if key == TAX_NUMBER:
                 params = {"filter": {"RQ_INN": values[0], "ENTITY_TYPE_ID": 4}, "select": ["ENTITY_ID"]}
                 calls.append(("tax", portal.call("crm.requisite.list", params, observer=self.observer)))
+            elif fields is not None:
+                params = {
+                    "filter": {fields[1]: values[0]},
+                    "select": ["ID"],
+                    "order": {"ID": "ASC"},
+                    "start": -1,
+                }
+                method = f"crm.{entity.lower()}.list"
+                calls.append(("field", portal.call(method, params, observer=self.observer)))
             else:
                 params = {"type": key.upper(), "values": values[:20], "entity_type": entity}
                 calls.append(("comm", portal.call("crm.duplicate.findbycomm", params, observer=self.observer)))
@@ -93,6 +106,8 @@ class TargetWriter:
         for (kind, _), answer in zip(calls, answers, strict=True):
             if kind == "tax" and isinstance(answer, list) and answer:
                 return record_id(answer[0].get("ENTITY_ID"))
+            if kind == "field" and isinstance(answer, list) and answer:
+                return record_id(answer[0].get("ID"))
             if kind == "comm" and isinstance(answer, dict) and answer.get(entity):
                 return record_id(answer[entity][0])
         return None
