@@ -31,7 +31,7 @@ from b24bridge.bridge import tasks as bridge_tasks
 from b24bridge.bridge.connections import Connections
 from b24bridge.bridge.dedupe import Dedupe
 from b24bridge.bridge.delivery import Deliverer
-from b24bridge.bridge.intake import BridgeIntake, deal_lock
+from b24bridge.bridge.intake import BridgeIntake, run_lock
 from b24bridge.bridge.robot import BRIDGE_ROBOT
 from b24bridge.bridge.route_model import RouteFile
 from b24bridge.bridge.routes import load_routes
@@ -109,6 +109,8 @@ class Services:
             "event_handlers": {
                 "ONCRMDEALADD": self.bridge_intake.on_deal_event,
                 "ONCRMDEALUPDATE": self.bridge_intake.on_deal_event,
+                "ONCRMLEADADD": self.bridge_intake.on_deal_event,
+                "ONCRMLEADUPDATE": self.bridge_intake.on_deal_event,
             },
         }
 
@@ -126,7 +128,9 @@ class Services:
                 conn,
                 [
                     bridge_tasks.job(
-                        run.id, run.member_id, lock=deal_lock(run.member_id, int(run.inputs.get("deal_id") or 0))
+                        run.id,
+                        run.member_id,
+                        lock=run_lock(run.member_id, run.document_id, int(run.inputs.get("deal_id") or 0)),
                     )
                     if run.kind == "bridge"
                     else robot_tasks.job(run.id, run.member_id)

@@ -90,8 +90,8 @@ def test_every_problem_is_reported_at_once_with_its_line() -> None:
     """
     assert problems(text) == [
         "routes.yaml:3: portals.partner: duplicate key (first at line 2); allowed: each key once",
-        "routes.yaml:8: routes.r1.trigers: unknown key; allowed: one of source, target, triggers, deal, contact, "
-        "company, products, status_back (did you mean triggers?)",
+        "routes.yaml:8: routes.r1.trigers: unknown key; allowed: one of source, target, source_entity, "
+        "target_entity, triggers, deal, contact, company, products, status_back (did you mean triggers?)",
         "routes.yaml:5: routes.r1: missing triggers; allowed: source:, target:, triggers:, deal: required",
         "routes.yaml:6: routes.r1.source: unknown portal 'partnr'; allowed: one of partner (did you mean partner?)",
         "routes.yaml:7: routes.r1.target: unknown portal 'acme'; allowed: one of partner",
@@ -235,21 +235,21 @@ def test_bad_rules_are_named_with_what_is_allowed() -> None:
         f"routes.yaml:11: routes.r1.deal.COMMENTS: empty value; allowed: {forms}",
         f"routes.yaml:12: routes.r1.deal.UF_CRM_A: needs exactly one of from, const, template, user (has from, "
         f"template); allowed: {forms}",
-        "routes.yaml:13: routes.r1.deal.UF_CRM_B.from: unknown record 'foo'; allowed: one of deal, contact, company, "
-        "products, source, target_portal",
+        "routes.yaml:13: routes.r1.deal.UF_CRM_B.from: unknown record 'foo'; allowed: one of deal, lead, record, "
+        "contact, company, products, source, target_portal",
         "routes.yaml:14: routes.r1.deal.UF_CRM_C.from: source has no 'url'; allowed: one of name, domain, member_id",
         "routes.yaml:15: routes.r1.deal.UF_CRM_D.map: unknown key; allowed: one of user, default, required",
         "routes.yaml:15: routes.r1.deal.UF_CRM_D.default: not a user id; allowed: a target user's ID such as 1",
         "routes.yaml:16: routes.r1.deal.UF_CRM_E.from: not a field name or a dotted path; allowed: a field of the "
         "source deal's (TITLE, UF_CRM_X) or a dotted path (deal.ID, company.tax_number, source.name)",
         "routes.yaml:17: routes.r1.deal.UF_CRM_F: reads target, which only status_back.fields know; allowed: one of "
-        "deal, contact, company, products, source, target_portal, route",
+        "deal, lead, record, contact, company, products, source, target_portal, route",
         "routes.yaml:18: routes.r1.deal.Title: not a field name; allowed: upper-case Bitrix24 field names such as "
         "TITLE or UF_CRM_PARTNER_DEAL",
         "routes.yaml:19: routes.r1.deal.UF_CRM_G.requried: unknown key; allowed: one of from, map, default, type, "
         "required (did you mean required?)",
-        "routes.yaml:20: routes.r1.deal.UF_CRM_H: unknown template variable 'dael'; allowed: one of deal, contact, "
-        "company, products, source, target_portal, route (did you mean deal?)",
+        "routes.yaml:20: routes.r1.deal.UF_CRM_H: unknown template variable 'dael'; allowed: one of deal, lead, "
+        "record, contact, company, products, source, target_portal, route (did you mean deal?)",
     ]
 
 

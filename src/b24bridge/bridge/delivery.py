@@ -87,25 +87,27 @@ class Deliverer:
         only_stages: tuple[str, ...] | None = None,
     ) -> DeliveryResult:
         found = await self._read_source(route, source, deal_id, observer)
-        if only_stages is not None and str(found.deal.get("STAGE_ID") or "") not in only_stages:
-            return DeliveryResult(None, None, "skipped", note="the deal is not in a stage this route's events take")
+        kind, entity = route.source_entity, route.source_entity.entity
+        if only_stages is not None and str(found.deal.get(kind.stage_field) or "") not in only_stages:
+            note = f"the {kind.name} is not in a stage this route's events take"
+            return DeliveryResult(None, None, "skipped", note=note)
         async with self.pool.connection() as conn:
-            wanted = [("DEAL", deal_id)]
+            wanted = [(entity, deal_id)]
             if found.contact:
                 wanted.append(("CONTACT", record_id(found.contact.get("ID"))))
             if found.company:
                 wanted.append(("COMPANY", record_id(found.company.get("ID"))))
             links = await repository.links(conn, source.key, target.key, wanted)
-        deal_link = links.get(("DEAL", deal_id))
+        deal_link = links.get((entity, deal_id))
         seen = modified_at(found.deal)
         if deal_link is not None and deal_link.source_modified and seen is not None:
             last = dt.datetime.fromisoformat(deal_link.source_modified)
             if seen < last:
                 return DeliveryResult(
                     deal_link.target_id,
-                    deal_url(target, deal_link.target_id),
+                    deal_url(target, deal_link.target_id, route.target_entity),
                     "skipped",
-                    note="a newer change of this deal was delivered already",
+                    note=f"a newer change of this {kind.name} was delivered already",
                 )
         user_rules = {**route.deal, **(route.contact.fields if route.contact else {})}
         context = MappingContext(
@@ -116,6 +118,7 @@ class Deliverer:
             source=source.view(),
             target_portal=target.view(),
             route=route.name,
+            entity=kind.name,
         )
         users = await self.users.match(source.portal, target.portal, user_ids_of(user_rules, "deal", context), observer)
         context = dataclasses.replace(context, users=users)
@@ -129,11 +132,11 @@ class Deliverer:
         )
         rows = map_products(found.rows) if route.products else None
         mapped = {"deal": deal_values, "contact": contact_values, "company": company_values, "rows": rows}
-        key = content_key(source.key, route.name, deal_id, str(found.deal.get("STAGE_ID") or ""), mapped)
+        key = content_key(source.key, route.name, deal_id, str(found.deal.get(kind.stage_field) or ""), mapped)
         held = await self.dedupe.claim(key, run_id)
         if held is not None:
             target_id = deal_link.target_id if deal_link is not None else None
-            url = deal_url(target, target_id) if target_id else None
+            url = deal_url(target, target_id, route.target_entity) if target_id else None
             return DeliveryResult(target_id, url, "skipped", note=f"the same content was delivered by run {held}")
         try:
             return await self._write(
@@ -165,7 +168,7 @@ class Deliverer:
         values: tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None, list[dict[str, Any]] | None],
     ) -> DeliveryResult:
         deal_values, contact_values, company_values, rows = values
-        deal_link = links.get(("DEAL", deal_id))
+        deal_link = links.get((route.source_entity.entity, deal_id))
         writer = TargetWriter(self.pool, self._creating, route, source, target, links, observer)
         try:
             # Both lookups at once, so they share the target's next request; the first failure is raised as it is.
@@ -175,7 +178,7 @@ class Deliverer:
             )
             deal_target = deal_link.target_id if deal_link is not None else None
             if deal_target is None and repeated:
-                deal_target = await writer.find_origin("DEAL", deal_id)
+                deal_target = await writer.find_origin(route.source_entity.entity, deal_id)
             return await writer.deal(
                 deal_id, deal_target, deal_link, deal_values, rows, contact_ref, company_ref, found.deal
             )
@@ -191,9 +194,10 @@ class Deliverer:
         by list filters and checked against the deal's ids here: a deal without a contact (an empty reference) reads
         nothing wrong, whatever the portal makes of an empty filter value. The reads may fail one by one, so the chain
         asks for no halt."""
-        chain: list[tuple[str, str, dict[str, Any]]] = [("deal", "crm.deal.get", {"id": deal_id})]
+        kind = route.source_entity
+        chain: list[tuple[str, str, dict[str, Any]]] = [("deal", kind.method("get"), {"id": deal_id})]
         if route.products:
-            chain.append(("rows", "crm.deal.productrows.get", {"id": deal_id}))
+            chain.append(("rows", kind.method("productrows.get"), {"id": deal_id}))
         if route.contact:
             chain.append(("contact", "crm.contact.list", _by_id("$result[deal][CONTACT_ID]")))
         if route.company:

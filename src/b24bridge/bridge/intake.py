@@ -24,23 +24,23 @@ from b24bridge.runs.schemas import NewRun
 
 from . import tasks
 from .connections import Connections
+from .entities import DEAL, RecordKind, id_of, kind_of_event, record_id_of
 from .route_model import Route, RouteFile
 from .schemas import Accepted
 
 log = get_logger(__name__)
 
-DOCUMENT = ("crm", "CCrmDocumentDeal")
 UNAVAILABLE = Accepted(503, "the database and the local spool are unavailable; nothing was stored")
 STATUS_PURPOSE = "bridge_status"
 
 
 def deal_id_of(document_id: Any) -> int | None:
     """``DEAL_123`` (or ``["crm", "CCrmDocumentDeal", "DEAL_123"]``) -> 123."""
-    text = document_id[-1] if isinstance(document_id, list) and document_id else document_id
-    if not isinstance(text, str):
-        return None
-    text = text.removeprefix("DEAL_")
-    return int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 12 else None
+    return id_of(DEAL, document_id)
+
+
+def _not_an_id(kind: RecordKind) -> str:
+    return f"deal must be a {kind.name} id (or {kind.entity}_<id>)"
 
 
 def status_secret(keys: Keyring, route: str) -> str:
@@ -78,9 +78,9 @@ class BridgeIntake:
         if route is None or expected is None or not matched:
             metrics.inbound("hook", None, route_name if route else "unknown", "refused")
             return Accepted(404 if route is None or expected is None else 403, "unknown route or wrong secret")
-        deal_id = deal_id_of(deal)
+        deal_id = id_of(route.source_entity, deal)
         if deal_id is None:
-            return Accepted(400, "deal must be a deal id (or DEAL_<id>)")
+            return Accepted(400, _not_an_id(route.source_entity))
         source_key = await self.connections.key(self.routes.portals[route.source])
         if source_key is None:
             return Accepted(409, f"route {route_name}: its source portal has not installed b24bridge")
@@ -96,9 +96,9 @@ class BridgeIntake:
         if route is None or route.status_back is None or not matched:
             metrics.inbound("status", None, route_name if route else "unknown", "refused")
             return Accepted(404 if route is None or route.status_back is None else 403, "unknown route or wrong secret")
-        deal_id = deal_id_of(deal)
+        deal_id = id_of(route.target_entity, deal)
         if deal_id is None:
-            return Accepted(400, "deal must be a deal id (or DEAL_<id>)")
+            return Accepted(400, _not_an_id(route.target_entity))
         target_key = await self.connections.key(self.routes.portals[route.target])
         if target_key is None:
             return Accepted(409, f"route {route_name}: its target portal has not installed b24bridge")
@@ -107,19 +107,21 @@ class BridgeIntake:
     async def from_event(
         self, member_id: str, event: str, deal: Any, correlation_id: str | None = None, check: Check | None = None
     ) -> list[Accepted]:
-        """ONCRMDEALADD/UPDATE of a portal: a delivery for each route that listens to its events (as a source), and
-        a status run for each route that sends status back from it (as a target)."""
-        deal_id = deal_id_of(deal)
+        """ONCRMDEALADD/UPDATE (or a lead's) of a portal: a delivery for each route that listens to its events (as a
+        source of that entity), and a status run for each route that sends status back from it (as a target)."""
+        kind = kind_of_event(event) or DEAL
+        deal_id = id_of(kind, deal)
         if deal_id is None:
-            return [Accepted(400, "data[FIELDS][ID] must be a deal id")]
+            return [Accepted(400, f"data[FIELDS][ID] must be a {kind.name} id")]
         accepted = []
         for route in self.routes.routes.values():
             source_key = await self.connections.key(self.routes.portals[route.source])
             target_key = await self.connections.key(self.routes.portals[route.target])
-            if route.triggers.event_stages and source_key == member_id:
+            if route.triggers.event_stages and source_key == member_id and route.source_entity == kind:
                 fields = {"event": event}
                 accepted.append(await self._accept(route, member_id, deal_id, "event", fields, correlation_id, check))
-            if route.status_back is not None and target_key == member_id and event == "ONCRMDEALUPDATE":
+            back = route.status_back is not None and route.target_entity == kind and event == kind.events[1]
+            if back and target_key == member_id:
                 accepted.append(await self._accept(route, member_id, deal_id, "status", {}, correlation_id, check))
         return accepted
 
@@ -131,7 +133,8 @@ class BridgeIntake:
         correlation_id: str | None = None,
         check: Check | None = None,
     ) -> dict[str, Any]:
-        """The portal event handler for ONCRMDEALADD/UPDATE (its application token checked, or to be: ``check``)."""
+        """The portal event handler for ONCRMDEALADD/UPDATE and ONCRMLEADADD/UPDATE (its application token checked,
+        or to be: ``check``)."""
         fields = form.get("data", {}).get("FIELDS", {}) if isinstance(form.get("data"), dict) else {}
         deal = fields.get("ID") if isinstance(fields, dict) else None
         answers = await self.from_event(member_id, event, deal, correlation_id, check)
@@ -150,9 +153,9 @@ class BridgeIntake:
         events: set[str] = set()
         for route in self.routes.routes.values():
             if route.triggers.event_stages and await self._is(route.source, member_id):
-                events |= {"ONCRMDEALADD", "ONCRMDEALUPDATE"}
+                events |= set(route.source_entity.events)
             if route.status_back is not None and await self._is(route.target, member_id):
-                events.add("ONCRMDEALUPDATE")
+                events.add(route.target_entity.events[1])
         if not events:
             return
         if not self.public_url:
@@ -186,7 +189,8 @@ class BridgeIntake:
         assert isinstance(properties, dict)
         route_name = str(properties.get("route") or "").strip()
         route = self.routes.routes.get(route_name)
-        deal_id = deal_id_of(form.get("document_id"))
+        kind = route.source_entity if route is not None else DEAL
+        deal_id = id_of(kind, form.get("document_id"))
         error = None
         if route is None:
             error = f"no route {route_name!r}: routes are {', '.join(sorted(self.routes.routes)) or 'none'}"
@@ -195,7 +199,7 @@ class BridgeIntake:
         elif await self.connections.key(self.routes.portals[route.source]) != member_id:
             error = f"route {route_name} does not start in this portal"
         elif deal_id is None:
-            error = "the bridge robot works on deals only"
+            error = f"route {route_name} hands over {kind.name}s: the robot must run on a {kind.name}"
         run = NewRun(
             member_id=member_id,
             kind="bridge",
@@ -204,7 +208,7 @@ class BridgeIntake:
             trigger="robot",
             workflow_id=str(workflow_id),
             event_token=str(event_token),
-            document_id=[*DOCUMENT, f"DEAL_{deal_id}"] if deal_id else [],
+            document_id=kind.document_id(deal_id) if deal_id else [],
             inputs={
                 "deal_id": deal_id,
                 "properties": properties,
@@ -219,7 +223,8 @@ class BridgeIntake:
         )
         # A label names only a route of the file: a made-up name must not add a metric series.
         label = route_name if route is not None else "unknown"
-        stored = await self._stored(tasks.submission(run, lock=deal_lock(member_id, deal_id or 0), check=check))
+        lock = deal_lock(member_id, deal_id or 0, kind)
+        stored = await self._stored(tasks.submission(run, lock=lock, check=check))
         if stored is None:
             metrics.inbound("robot", member_id, label, "unavailable")
             return UNAVAILABLE
@@ -248,19 +253,20 @@ class BridgeIntake:
         correlation_id: str | None,
         check: Check | None = None,
     ) -> Accepted:
+        kind = route.target_entity if trigger == "status" else route.source_entity
         run = NewRun(
             member_id=portal_key,
             kind="bridge",
             route=route.name,
             trigger=trigger,
-            document_id=[*DOCUMENT, f"DEAL_{deal_id}"],
+            document_id=kind.document_id(deal_id),
             inputs={"deal_id": deal_id, "fields": dict(fields), "correlation_id": correlation_id},
         )
         direction = "status" if trigger == "status" else "deliver"
         submission = tasks.submission(
             run,
-            lock=deal_lock(portal_key, deal_id),
-            queueing_lock=f"bridge:{direction}:{route.name}:{portal_key}:{deal_id}",
+            lock=deal_lock(portal_key, deal_id, kind),
+            queueing_lock=f"bridge:{direction}:{route.name}:{portal_key}:{deal_lock_id(deal_id, kind)}",
             check=check,
         )
         stored = await self._stored(submission)
@@ -269,10 +275,21 @@ class BridgeIntake:
             return UNAVAILABLE
         metrics.inbound(trigger, portal_key, route.name, stored.outcome)
         if stored.outcome == "coalesced":
-            return Accepted(200, "a delivery of this deal is already waiting; it will read the latest state")
+            return Accepted(200, f"a delivery of this {kind.name} is already waiting; it will read the latest state")
         return Accepted(200, "accepted", stored.run_id, spooled=stored.outcome == "spooled")
 
 
-def deal_lock(portal_key: str, deal_id: int) -> str:
-    """One deal's runs run one at a time, in order (procrastinate runs jobs sharing a lock serially)."""
-    return f"deal:{portal_key}:{deal_id}"
+def deal_lock(portal_key: str, deal_id: int, kind: RecordKind = DEAL) -> str:
+    """One record's runs run one at a time, in order (procrastinate runs jobs sharing a lock serially)."""
+    return f"{kind.name}:{portal_key}:{deal_id}"
+
+
+def run_lock(portal_key: str, document_id: Any, deal_id: int) -> str:
+    """The lock of a stored bridge run (a replay): its record's kind from the run's document id."""
+    found = record_id_of(document_id)
+    return deal_lock(portal_key, deal_id, found[0] if found is not None else DEAL)
+
+
+def deal_lock_id(deal_id: int, kind: RecordKind) -> str:
+    """A record's part of a queueing lock: ``42`` for a deal (as before leads existed), ``lead-42`` otherwise."""
+    return str(deal_id) if kind == DEAL else f"{kind.name}-{deal_id}"

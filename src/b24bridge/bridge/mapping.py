@@ -61,24 +61,32 @@ class MappingContext:
     route: str = ""
     users: Mapping[int, int] = field(default_factory=dict)
     target: Mapping[str, Any] | None = None
+    entity: str = "deal"  # the source record's kind: rules read it as ``deal``/``lead`` (its name) or ``record``
 
     def record(self, name: str) -> Any:
-        """The record a scope's rules read (``status_back`` reads the target deal), or a context value by name."""
+        """The record a scope's rules read (``status_back`` reads the target record), or a context value by name.
+        The source record is ``deal`` in the rules' scope, and by its kind's name or ``record`` in paths."""
         if name == "status_back":
             return self.target
+        if name in (self.entity, "record"):
+            return self.deal
+        if name in _KIND_NAMES:
+            return self.deal if name == "deal" and self.entity == "deal" else None
         return getattr(self, name) if name in _RECORD_NAMES or name == "products" else None
 
     def template_variables(self) -> dict[str, Any]:
         def wrap(label: str, fields: Mapping[str, Any] | None) -> Record | None:
             return None if fields is None else Record(label, fields)
 
-        variables: dict[str, Any] = {name: wrap(name, getattr(self, name)) for name in _RECORD_NAMES}
+        variables: dict[str, Any] = {name: wrap(name, self.record(name)) for name in _RECORD_NAMES}
+        variables[self.entity] = variables["record"] = wrap(self.entity, self.deal)
         variables["products"] = [Record(f"products[{i}]", row) for i, row in enumerate(self.products)]
         variables["route"] = self.route
         return variables
 
 
 _RECORD_NAMES = ("deal", "contact", "company", "source", "target_portal", "target")
+_KIND_NAMES = ("deal", "lead")
 
 
 def map_fields(rules: Mapping[str, FieldRule], scope: Scope, context: MappingContext) -> dict[str, Any]:
@@ -137,7 +145,8 @@ def read_path(path: str, scope: Scope, context: MappingContext) -> Any:
         value: Any = context.products if head == "products" else context.record(head)
         segments = rest.split(".")
     else:
-        value, segments = context.record(scope), [path]
+        # The "deal" scope's plain names are the source record's fields, whatever its kind.
+        value, segments = (context.deal if scope == "deal" else context.record(scope)), [path]
     for segment in segments:
         if isinstance(value, Mapping):
             value = value.get(segment)

@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from .entities import DEAL, RecordKind
+
 RuleKind = Literal["const", "template", "copy", "user"]
 Scope = Literal["deal", "contact", "company", "status_back"]
 RULE_TYPES = ("string", "int", "float", "money", "date", "datetime", "bool", "list")
 # Variables of the template context, and the first segment a dotted `from` path may start with.
-CONTEXT_NAMES = ("deal", "contact", "company", "products", "source", "target_portal", "route", "target")
+CONTEXT_NAMES = (
+    "deal", "lead", "record", "contact", "company", "products", "source", "target_portal", "route", "target"
+)  # fmt: skip
 PORTAL_KEYS = ("name", "domain", "member_id")
 # What a contact or company is matched by (in the default order), and the source record field each key reads.
 MATCH_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -129,6 +133,9 @@ class StatusBack(_Located):
 
 @dataclass(frozen=True)
 class Route(_Located):
+    """``deal`` holds the rules of the target record's fields (written under the target entity's name, ``deal:`` or
+    ``lead:``); the source record is read as ``source_entity`` and written as ``target_entity``."""
+
     name: str
     source: str
     target: str
@@ -141,6 +148,8 @@ class Route(_Located):
     line: int
     file: str = "routes.yaml"  # as given to load_routes: the prefix of every message about this route
     lines: Mapping[str, int] = field(default_factory=_no_lines)  # "source", "target", "deal", ... -> line of that key
+    source_entity: RecordKind = DEAL
+    target_entity: RecordKind = DEAL
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .entities import DEAL, KINDS, RecordKind
 from .route_model import (
     MATCH_KEYS,
     PLANS,
@@ -163,8 +164,11 @@ class _FileParser(RuleParser):
         node = self.mapping(entry.node, path, entry.key_line, "source:, target:, triggers:, deal: ...")
         if node is None:
             return None
-        known = ("source", "target", "triggers", "deal", "contact", "company", "products", "status_back")
-        self.keys(node, path, entry.key_line, known=known, required=("source", "target", "triggers", "deal"))
+        kinds = {end: self._kind(node, f"{end}_entity", path) for end in ("source", "target")}
+        fields_key = kinds["target"].name
+        known = ("source", "target", "source_entity", "target_entity", "triggers", fields_key, "contact", "company",
+                 "products", "status_back")  # fmt: skip
+        self.keys(node, path, entry.key_line, known=known, required=("source", "target", "triggers", fields_key))
         ends: dict[str, str | None] = {}
         for end in ("source", "target"):
             ends[end] = self.text(node, end, path)
@@ -178,20 +182,38 @@ class _FileParser(RuleParser):
         source = portals.get(ends["source"] or "")
         products = self.flag(node, "products", path)
         parts = node.entries
+        rules = parts.get(fields_key)
+        lines = {key: item.key_line for key, item in parts.items()}
+        if rules is not None:
+            lines["deal"] = rules.key_line
         return Route(
             name=name,
             source=ends["source"] or "",
             target=ends["target"] or "",
             triggers=self._triggers(parts.get("triggers"), [*path, "triggers"], source),
-            deal=self.rules(parts["deal"], [*path, "deal"], "deal") if "deal" in parts else frozen({}),
+            deal=self.rules(rules, [*path, fields_key], "deal") if rules is not None else frozen({}),
             contact=self._entity(parts.get("contact"), [*path, "contact"], "contact"),
             company=self._entity(parts.get("company"), [*path, "company"], "company"),
             products=products,
             status_back=self._status_back(parts.get("status_back"), [*path, "status_back"]),
             line=entry.key_line,
             file=self.problems.file,
-            lines=frozen({key: item.key_line for key, item in parts.items()}),
+            lines=frozen(lines),
+            source_entity=kinds["source"],
+            target_entity=kinds["target"],
         )
+
+    def _kind(self, node: Map, key: str, path: list[Segment]) -> RecordKind:
+        """``source_entity: lead`` (deal when not given)."""
+        entry = node.entries.get(key)
+        if entry is None:
+            return DEAL
+        value = entry.node.value if isinstance(entry.node, Scalar) else None
+        kind = KINDS.get(value) if isinstance(value, str) else None
+        if kind is None:
+            self.problems.add(entry.key_line, [*path, key], "not a CRM entity", choices(str(value), list(KINDS)))
+            return DEAL
+        return kind
 
     def _triggers(self, entry: Entry | None, path: list[Segment], source: PortalRef | None) -> Triggers:
         empty = Triggers(False, None, (), 0)

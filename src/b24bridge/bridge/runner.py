@@ -82,7 +82,10 @@ class BridgeRunner:
         except RetryRun:
             raise
         log.info("bridge.delivered", run_id=run.id, route=run.route, action=result.action, target=result.target_deal_id)
-        return await self.runs.finish(run.id, "succeeded", outcome=_outcome(result))
+        route = self.routes.routes.get(run.route or "")
+        # A status run's record is the target's; a delivery's result names the target's record too.
+        target = route.target_entity.name if route is not None else "deal"
+        return await self.runs.finish(run.id, "succeeded", outcome=_outcome(result, target))
 
     async def _do(self, run: Run) -> DeliveryResult:
         route = self.routes.routes.get(run.route or "")
@@ -150,8 +153,8 @@ class BridgeRunner:
         raise RetryRun(error, pause)
 
 
-def _outcome(result: DeliveryResult) -> dict[str, Any]:
-    message = f"Deal {result.target_deal_id} {result.action} in the target"
+def _outcome(result: DeliveryResult, target: str = "deal") -> dict[str, Any]:
+    message = f"{target.capitalize()} {result.target_deal_id} {result.action} in the target"
     return {
         "values": result.values(),
         "message": message,

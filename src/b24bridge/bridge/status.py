@@ -31,19 +31,21 @@ class StatusBackRunner:
         self, route: Route, source: Endpoint, target: Endpoint, target_deal_id: int, observer: CallObserver
     ) -> DeliveryResult:
         assert route.status_back is not None
+        mine, theirs = route.source_entity, route.target_entity
         async with self.pool.connection() as conn:
-            link = await repository.link_by_target(conn, route.name, target.key, "DEAL", target_deal_id)
-        url = deal_url(target, target_deal_id)
+            link = await repository.link_by_target(conn, route.name, target.key, mine.entity, target_deal_id)
+        url = deal_url(target, target_deal_id, theirs)
         if link is None or link.source_key != source.key:
-            return DeliveryResult(target_deal_id, url, "skipped", note="not a deal this route delivered")
-        deal = await target.portal.call("crm.deal.get", {"id": target_deal_id}, observer=observer)
+            return DeliveryResult(target_deal_id, url, "skipped", note=f"not a {theirs.name} this route delivered")
+        deal = await target.portal.call(theirs.method("get"), {"id": target_deal_id}, observer=observer)
         seen = modified_at(deal)
         if link.target_modified and seen is not None and seen < dt.datetime.fromisoformat(link.target_modified):
-            return DeliveryResult(target_deal_id, url, "skipped", note="a newer state of this deal went back already")
+            note = f"a newer state of this {theirs.name} went back already"
+            return DeliveryResult(target_deal_id, url, "skipped", note=note)
         values: dict[str, object] = {}
-        stage = status_back_stage(route.status_back, str(deal.get("STAGE_ID") or ""))
+        stage = status_back_stage(route.status_back, str(deal.get(theirs.stage_field) or ""))
         if stage is not None:
-            values["STAGE_ID"] = stage
+            values[mine.stage_field] = stage
         context = MappingContext(
             target={**deal, "url": url}, source=source.view(), target_portal=target.view(), route=route.name
         )
@@ -51,7 +53,7 @@ class StatusBackRunner:
         update = changed(values, link.returned)
         if update:
             await source.portal.call(
-                "crm.deal.update",
+                mine.method("update"),
                 {"id": link.source_id, "fields": update, "params": {"REGISTER_SONET_EVENT": "N"}},
                 observer=observer,
             )
@@ -66,5 +68,5 @@ class StatusBackRunner:
             url,
             "updated" if update else "unchanged",
             sorted(update),
-            note=f"source deal {link.source_id}",
+            note=f"source {mine.name} {link.source_id}",
         )

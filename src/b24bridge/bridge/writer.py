@@ -18,6 +18,7 @@ from b24bridge.bitrix import BitrixError, CallObserver, CommandResult
 
 from . import repository
 from .connections import Endpoint
+from .entities import DEAL, RecordKind
 from .mapping import MULTIFIELDS, changed, fingerprint, match_lookups
 from .repository import Link
 from .route_model import TAX_NUMBER, EntityRule, Route, key_fields
@@ -35,8 +36,9 @@ def origin_id(source_key: str, entity: str, source_id: int) -> str:
     return f"{source_key}:{entity}:{source_id}"
 
 
-def deal_url(target: Endpoint, deal_id: int) -> str:
-    return f"{target.web_url}/crm/deal/details/{deal_id}/"
+def deal_url(target: Endpoint, deal_id: int, kind: RecordKind = DEAL) -> str:
+    """The record's page in the target portal (a deal's, or the route's target entity's)."""
+    return kind.url(target.web_url, deal_id)
 
 
 def record_id(value: Any) -> int:
@@ -75,7 +77,8 @@ class TargetWriter:
 
     async def find_origin(self, entity: str, source_id: int) -> int | None:
         """A record this bridge created for ``source_id`` earlier (its map row lost, or its write uncertain)."""
-        method = {"DEAL": "crm.deal.list", "CONTACT": "crm.contact.list", "COMPANY": "crm.company.list"}[entity]
+        parties = {"CONTACT": "crm.contact.list", "COMPANY": "crm.company.list"}
+        method = parties.get(entity) or self.route.target_entity.method("list")
         flt = {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, entity, source_id)}
         found = await self.target.portal.call(method, {"filter": flt, "select": ["ID"]}, observer=self.observer)
         return record_id(found[0]["ID"]) if isinstance(found, list) and found else None
@@ -235,6 +238,7 @@ class TargetWriter:
         company_ref: Any,
         source_deal: Mapping[str, Any],
     ) -> DeliveryResult:
+        kind, source_kind = self.route.target_entity, self.route.source_entity.entity
         fields = dict(values)
         if contact_ref is not None:
             fields["CONTACT_ID"] = contact_ref
@@ -243,8 +247,8 @@ class TargetWriter:
         delivered = dict(link.delivered) if link is not None else {}
         rows_print = fingerprint({"rows": rows}) if rows is not None else None
         if target_id is None:
-            fields |= {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, "DEAL", deal_id)}
-            self.chain.append(("deal", "crm.deal.add", {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}))
+            fields |= {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, source_kind, deal_id)}
+            self.chain.append(("deal", kind.method("add"), {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}))
             deal_ref: Any = "$result[deal]"
             action = "created"
             update = fields
@@ -255,14 +259,14 @@ class TargetWriter:
                 self.chain.append(
                     (
                         "deal",
-                        "crm.deal.update",
+                        kind.method("update"),
                         {"id": target_id, "fields": update, "params": {"REGISTER_SONET_EVENT": "N"}},
                     )
                 )
             deal_ref = target_id
             action = "updated" if update else "unchanged"
         if rows is not None and rows_print != delivered.get(PRODUCTS_KEY):
-            self.chain.append(("rows", "crm.deal.productrows.set", {"id": deal_ref, "rows": rows}))
+            self.chain.append(("rows", kind.method("productrows.set"), {"id": deal_ref, "rows": rows}))
             if action == "unchanged":
                 action = "updated"
         results = await self._write()
@@ -279,7 +283,7 @@ class TargetWriter:
             Link(
                 self.source.key,
                 self.target.key,
-                "DEAL",
+                source_kind,
                 deal_id,
                 target_id,
                 self.route.name,
@@ -293,7 +297,7 @@ class TargetWriter:
         changed_names = sorted(k for k in update if k not in ("ORIGINATOR_ID", "ORIGIN_ID"))
         return DeliveryResult(
             target_id,
-            deal_url(self.target, target_id),
+            deal_url(self.target, target_id, kind),
             action,
             changed_names,
             record_id(record.get("CONTACT_ID")) or None,

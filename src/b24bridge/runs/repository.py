@@ -188,7 +188,7 @@ async def revive(conn: Conn, run_ids: list[int]) -> list[Revived]:
                 attempts = 0, answered_at = NULL,
                 inputs = inputs || jsonb_build_object('replays', COALESCE((inputs->>'replays')::int, 0) + 1)
              WHERE id = ANY(%s) AND status = 'dead'
-            RETURNING id, kind, member_id, inputs
+            RETURNING id, kind, member_id, inputs, document_id
             """,
             (run_ids,),
         )

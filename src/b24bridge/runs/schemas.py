@@ -19,6 +19,7 @@ class Revived:
     kind: str
     member_id: str
     inputs: dict[str, Any]
+    document_id: list[str]
 
 
 @dataclass(frozen=True)
