@@ -1,4 +1,5 @@
-"""CRM automation rules: a robot or an outbound webhook placed on a deal stage runs when a deal enters that stage.
+"""CRM automation rules: a robot or an outbound webhook placed on a deal stage (or a lead stage) runs when a deal
+(a lead) enters that stage.
 
 On a real portal an administrator drags an application robot (or the built-in "Outbound webhook" rule) onto a stage
 in the automation designer; the sandbox has no UI, so rules are created through the control API:
@@ -6,6 +7,9 @@ in the automation designer; the sandbox has no UI, so rules are created through 
 * ``POST /_sandbox/automation/rules`` ``{type: "robot", entity, category_id, stage_id, client_id, robot_code,
   properties, timeout_duration, auth_user_id, use_subscription}`` or ``{type: "webhook", entity, category_id,
   stage_id, handler}`` (see ``webhook_rule``); ``GET`` lists them; ``DELETE .../rules/{id}`` removes one.
+  ``entity`` is ``DEAL`` (default) or ``LEAD``; a lead rule's ``stage_id`` is a lead STATUS_ID (``STATUS`` list) and
+  its ``category_id`` 0, leads having no funnels. The workflow's document is then ``["crm", "CCrmDocumentLead",
+  "LEAD_{id}"]``.
 * ``POST /_sandbox/deals/{id}/stage`` ``{stage_id, user_id?}`` moves a deal within its funnel (the stage must be
   one of the funnel's): with ``user_id`` as that user would in the kanban; without it as automation does (a robot
   or workflow changing the stage), so the events it causes carry no tokens (REFERENCE 7.2).
@@ -13,8 +17,8 @@ in the automation designer; the sandbox has no UI, so rules are created through 
   over ``over_seconds`` (answers 202 at once): load generated inside the portal, as a busy sales team would.
 * ``GET /_sandbox/workflows[?status=&rule_id=&document_id=&settle=1]`` and ``GET /_sandbox/workflows/{id}``.
 
-A rule fires when a document *enters* its stage: created in it, or updated with a changed STAGE_ID (REFERENCE 5,
-CRM automation semantics); the category must match too. Each matching robot rule starts its own workflow
+A rule fires when a document *enters* its stage: created in it, or updated with a changed STAGE_ID (a lead: STATUS_ID)
+(REFERENCE 5, CRM automation semantics); the category must match too. Each matching robot rule starts its own workflow
 (see ``bizproc_runtime`` for what a workflow does and records); each webhook rule sends its one request.
 """
 
@@ -39,8 +43,9 @@ from .crm_values import render, render_loose
 from .registry import Call, Caller
 from .runtime import DEFAULT_APP_ID, CrmAction, Sandbox
 
-# Only deals have stage automation in the sandbox today; leads would use STATUS_ID instead of STAGE_ID.
-SUPPORTED_ENTITIES = {"DEAL"}
+# The entities with stage automation and the field that holds their stage.
+STAGE_FIELDS = {"DEAL": "STAGE_ID", "LEAD": "STATUS_ID"}
+SUPPORTED_ENTITIES = set(STAGE_FIELDS)
 WORKFLOW_STATUSES = {"running", "completed", "timeout", "failed"}
 # "robot": an application's robot (a workflow calls its handler); "webhook": the built-in outbound webhook rule.
 RULE_TYPES = {"robot", "webhook"}
@@ -69,10 +74,11 @@ def on_crm_change(
 ) -> None:
     if entity not in SUPPORTED_ENTITIES or after is None or action == "DELETE":
         return
-    stage = after.get("STAGE_ID")
-    if stage is None or (action == "UPDATE" and before is not None and before.get("STAGE_ID") == stage):
+    stage_field = STAGE_FIELDS[entity]
+    stage = after.get(stage_field)
+    if stage is None or (action == "UPDATE" and before is not None and before.get(stage_field) == stage):
         return
-    category = _category(after.get("CATEGORY_ID"))
+    category = _category(after.get("CATEGORY_ID"))  # leads: none, so 0
     rules = [
         rule
         for rule in sandbox.world.automation_rules
@@ -127,12 +133,15 @@ async def add_rule(request: Request) -> Response:
     kind = data.get("type", "robot")
     if kind not in RULE_TYPES:
         raise ControlError(f"type must be one of {sorted(RULE_TYPES)}")
+    category_id = _int_field(data, "category_id", 0)
+    if entity == "LEAD" and category_id != 0:
+        raise ControlError("leads have no funnels: category_id must be 0")
     specific = _webhook_rule_fields(data) if kind == "webhook" else _robot_rule_fields(sandbox, data)
     rule = {
         "id": world.next_id("automation_rule"),
         "type": kind,
         "entity": entity,
-        "category_id": _int_field(data, "category_id", 0),
+        "category_id": category_id,
         "stage_id": stage_id,
         **specific,
         "created_at": sandbox.now(),

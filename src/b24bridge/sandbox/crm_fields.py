@@ -1,13 +1,13 @@
-"""Field definitions of the legacy CRM entities (contact, company, deal), kept as data.
+"""Field definitions of the legacy CRM entities (contact, company, deal, lead), kept as data.
 
 Every entity method (add/get/list/update/fields) works off these tables, so adding a field is one line here.
-Names, types, flags and titles follow docs:`api-reference/crm/{contacts,companies,deals}/crm-*-fields.md` and the
-field lists of the ``*.get`` pages.
+Names, types, flags and titles follow docs:`api-reference/crm/{contacts,companies,deals,leads}/crm-*-fields.md` and
+the field lists of the ``*.get`` pages.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # Field types that hold a record id or a user id: stored as int, rendered as a string.
@@ -48,6 +48,8 @@ class FieldDef:
     # Shown by crm.*.fields and accepted on write, but not returned by get / the "*" select
     # (e.g. deal CONTACT_IDS: docs say it is neither selectable nor filterable in crm.deal.list).
     hidden: bool = False
+    # Read back as "" rather than null while unset (lead BIRTHDATE / DATE_CLOSED in the crm.lead.get example).
+    empty_text: bool = False
 
     def describe(self) -> dict[str, Any]:
         view: dict[str, Any] = {
@@ -65,8 +67,11 @@ class FieldDef:
 
 
 def _f(name: str, type_: str, title: str, flags: str = "", status: str | None = None) -> FieldDef:
-    """Compact table rows: flags R=required, O=read-only, I=immutable, M=multiple, H=hidden from get."""
-    return FieldDef(name, type_, title, "R" in flags, "O" in flags, "I" in flags, "M" in flags, status, "H" in flags)
+    """Compact table rows: flags R=required, O=read-only, I=immutable, M=multiple, H=hidden from get,
+    E=an unset value reads back as ``""``."""
+    return FieldDef(
+        name, type_, title, "R" in flags, "O" in flags, "I" in flags, "M" in flags, status, "H" in flags, "E" in flags
+    )
 
 
 _UTM = [
@@ -203,12 +208,58 @@ DEAL: list[FieldDef] = [
 ]
 CONTACT.append(_f("TRACE", "string", "Sales Intelligence", "H"))
 
+# docs crm-lead-fields.md, in its order; titles are the docs' own (some are the bare code, e.g. MOVED_TIME).
+LEAD: list[FieldDef] = [
+    _f("ID", "integer", "ID", "O"),
+    _f("TITLE", "string", "Lead Title"),
+    _f("HONORIFIC", "crm_status", "Salutation", "", "HONORIFIC"),
+    _f("NAME", "string", "First Name"),
+    _f("SECOND_NAME", "string", "Middle Name"),
+    _f("LAST_NAME", "string", "Last Name"),
+    _f("BIRTHDATE", "date", "Birthdate", "E"),
+    _f("COMPANY_TITLE", "string", "Company Name"),
+    _f("SOURCE_ID", "crm_status", "Source", "", "SOURCE"),
+    _f("SOURCE_DESCRIPTION", "string", "Source Description"),
+    _f("STATUS_ID", "crm_status", "Stage", "", "STATUS"),
+    _f("STATUS_DESCRIPTION", "string", "Stage Description"),
+    _f("STATUS_SEMANTIC_ID", "string", "Status Semantic", "O"),
+    _f("POST", "string", "Position"),
+    *[replace(f, title="Address (Line 2)") if f.name == "ADDRESS_2" else f for f in _address("ADDRESS", "")],
+    _f("CURRENCY_ID", "crm_currency", "Currency"),
+    _f("OPPORTUNITY", "double", "Amount"),
+    _f("IS_MANUAL_OPPORTUNITY", "char", "IS_MANUAL_OPPORTUNITY"),
+    _f("OPENED", "char", "Available to All"),
+    _f("COMMENTS", "string", "Comments"),
+    _f("HAS_PHONE", "char", "Phone Provided", "O"),
+    _f("HAS_EMAIL", "char", "Email Provided", "O"),
+    _f("HAS_IMOL", "char", "Open Line Assigned", "O"),
+    _f("ASSIGNED_BY_ID", "user", "Responsible User"),
+    _f("CREATED_BY_ID", "user", "Created By", "O"),
+    _f("MODIFY_BY_ID", "user", "Modified By", "O"),
+    _f("MOVED_BY_ID", "user", "MOVED_BY_ID", "O"),
+    _f("DATE_CREATE", "datetime", "Creation Date", "O"),
+    _f("DATE_MODIFY", "datetime", "Modification Date", "O"),
+    _f("MOVED_TIME", "datetime", "MOVED_TIME", "O"),
+    _f("COMPANY_ID", "crm_company", "Company"),
+    _f("CONTACT_ID", "crm_contact", "Contact"),
+    # Not in the crm.lead.get example, so [inferred] not returned by get / "*", like deal CONTACT_IDS.
+    _f("CONTACT_IDS", "crm_contact", "CONTACT_IDS", "MH"),
+    _f("IS_RETURN_CUSTOMER", "char", "Returning Lead", "O"),
+    _f("DATE_CLOSED", "datetime", "Closing Date", "OE"),
+    _f("ORIGINATOR_ID", "string", "External Source"),
+    _f("ORIGIN_ID", "string", "Identifier in External Source"),
+    *_UTM,
+    _f("LAST_ACTIVITY_TIME", "datetime", "LAST_ACTIVITY_TIME", "O"),
+    _f("LAST_ACTIVITY_BY", "user", "LAST_ACTIVITY_BY", "O"),
+    *[_f(code, "crm_multifield", "LINK" if code == "LINK" else MULTI_TITLES[code], "M") for code in MULTI_TYPES],
+]
+
 
 @dataclass(frozen=True)
 class EntityDef:
     """One legacy CRM entity type: its name in state, its fields and its own error texts."""
 
-    entity: str  # "CONTACT" / "COMPANY" / "DEAL": the key in World.crm and for crm_changed
+    entity: str  # "CONTACT" / "COMPANY" / "DEAL" / "LEAD": the key in World.crm and for crm_changed
     method: str  # "contact" -> crm.contact.*
     fields: tuple[FieldDef, ...]
     update_missing: str  # docs: crm-*-update.md error for an unknown id
@@ -225,7 +276,10 @@ CONTACT_DEF = EntityDef(
 # [inferred] company update's missing-id text follows the contact pattern; company delete's is from the docs.
 COMPANY_DEF = EntityDef("COMPANY", "company", tuple(COMPANY), "Company is not found", ("", "Company is not found"))
 DEAL_DEF = EntityDef("DEAL", "deal", tuple(DEAL), "Not found", ("", "Not found"))
-ENTITIES = (CONTACT_DEF, COMPANY_DEF, DEAL_DEF)
+# docs crm-lead-update.md / crm-lead-delete.md: "Not found", empty error code (legacy).
+LEAD_DEF = EntityDef("LEAD", "lead", tuple(LEAD), "Not found", ("", "Not found"))
+ENTITIES = (CONTACT_DEF, COMPANY_DEF, DEAL_DEF, LEAD_DEF)
+BY_ENTITY = {e.entity: e for e in ENTITIES}
 _INDEX = {e.entity: {f.name: f for f in e.fields} for e in ENTITIES}
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import crm_categories as funnels
-from .crm_statuses import first_status
+from .crm_statuses import LEAD_STATUS_ENTITY, find_status, first_status
 from .registry import Call
 
 
@@ -15,7 +15,7 @@ def _today(call: Call, days: int = 0) -> str:
 
 
 def common_defaults(call: Call, record: dict[str, Any], record_id: int) -> None:
-    """Defaults shared by contacts, companies and deals (docs crm-*-add.md)."""
+    """Defaults shared by contacts, companies, deals and leads (docs crm-*-add.md)."""
     now, user = call.sandbox.now(), call.caller.user_id
     record["ID"] = record_id
     if record.get("OPENED") is None:
@@ -99,4 +99,34 @@ def deal_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any]
     _primary_with_set(record, changed, "CONTACT_ID", "CONTACT_IDS")
 
 
-RULES = {"CONTACT": contact_rules, "COMPANY": company_rules, "DEAL": deal_rules}
+def lead_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any], changed: dict[str, Any]) -> None:
+    now, user = call.sandbox.now(), call.caller.user_id
+    statuses = call.world.statuses
+    if before is None:
+        if not record.get("TITLE"):
+            # [inferred] the template "Lead #{id}": the docs' crm.item.list example has "Lead #253" for lead 253.
+            record["TITLE"] = f"Lead #{record['ID']}"
+        record.setdefault("IS_MANUAL_OPPORTUNITY", "N")
+        record.setdefault("OPPORTUNITY", 0.0)
+        # [inferred] an unset currency becomes the portal's base currency, as for deals.
+        record["CURRENCY_ID"] = record.get("CURRENCY_ID") or "USD"
+        if not record.get("SOURCE_ID"):
+            record["SOURCE_ID"] = first_status(statuses, "SOURCE")
+    # [inferred] a stage that is not in the STATUS list: a new lead starts in the first stage, an update keeps it.
+    if find_status(statuses, LEAD_STATUS_ENTITY, record.get("STATUS_ID")) is None:
+        record["STATUS_ID"] = before["STATUS_ID"] if before else first_status(statuses, LEAD_STATUS_ENTITY)
+    row = find_status(statuses, LEAD_STATUS_ENTITY, record["STATUS_ID"])
+    semantic = str(row.get("SEMANTICS") or "P") if row else "P"  # docs crm-lead-get.md: P, S or F
+    record["STATUS_SEMANTIC_ID"] = semantic
+    if before is None or before.get("STATUS_ID") != record["STATUS_ID"]:
+        record.update(MOVED_BY_ID=user, MOVED_TIME=now)
+        # [inferred] DATE_CLOSED: the moment the lead reached a final stage (S/F); empty while in progress.
+        record["DATE_CLOSED"] = None if semantic == "P" else now
+    # docs crm-lead-add.md / crm-lead-update.md: IS_RETURN_CUSTOMER cannot be set; it becomes Y when COMPANY_ID or
+    # CONTACT_ID is given. [inferred] it follows whether the lead has a company or contact at all.
+    _primary_with_set(record, changed, "CONTACT_ID", "CONTACT_IDS")
+    record["IS_RETURN_CUSTOMER"] = "Y" if record.get("COMPANY_ID") or record.get("CONTACT_ID") else "N"
+    _has_flags(record)
+
+
+RULES = {"CONTACT": contact_rules, "COMPANY": company_rules, "DEAL": deal_rules, "LEAD": lead_rules}

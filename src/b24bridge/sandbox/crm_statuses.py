@@ -2,7 +2,8 @@
 
 DEAL_STAGE rows (ids, names, sort, colours, semantics) are the docs' crm-status-list.md example verbatim.
 [inferred] The other lists are the stock English-portal entries (first entry = the default the add methods use);
-their ids and colours are not documented and are numbered here after the deal stages.
+their ids and colours are not documented and are numbered here after the deal stages. Lead stages (``STATUS``) come
+last, so the ids of the older lists did not move when they were added.
 """
 
 from __future__ import annotations
@@ -41,6 +42,34 @@ _SIMPLE: dict[str, list[tuple[str, str]]] = {
 }  # fmt: skip
 
 
+# Lead stages, ENTITY_ID "STATUS" (docs crm/status/index.md). The five codes are crm-lead-add.md's default stages;
+# NAME, SORT, COLOR, SYSTEM and SEMANTICS of NEW, CONVERTED and JUNK are the crm.status.list answer in
+# tutorials/crm/how-to-get-lists/how-to-get-stages-with-semantics.md, and crm-status-entity-types.md names NEW the
+# start, CONVERTED the final success and JUNK the final failure. [inferred] IN_PROCESS / PROCESSED: names from
+# crm-lead-add.md, sorts 20 / 30, colours, and SYSTEM "N" (only start and final stages are system, as for deals).
+LEAD_STATUS_ENTITY = "STATUS"
+_LEAD_STATUSES = [
+    ("NEW", "Not processed", 10, "#00FFFF", None, "process", True),
+    ("IN_PROCESS", "In process", 20, "#47E4C2", None, "process", False),
+    ("PROCESSED", "Processed", 30, "#FFA900", None, "process", False),
+    ("CONVERTED", "Converted", 50, "#37B44A", "S", "success", True),
+    ("JUNK", "Low-quality lead", 60, "#F54819", "F", "failure", True),
+]
+
+
+def stock_lead_statuses(first_id: int) -> list[dict[str, Any]]:
+    """The lead stages of a new portal, row ids from ``first_id`` in steps of 2 (as the docs' ids step)."""
+    return [
+        {
+            "ID": str(first_id + 2 * n), "ENTITY_ID": LEAD_STATUS_ENTITY, "STATUS_ID": status_id, "NAME": name,
+            "NAME_INIT": name if system else "", "SORT": str(sort), "SYSTEM": "Y" if system else "N",
+            "CATEGORY_ID": None, "COLOR": color, "SEMANTICS": semantics,
+            "EXTRA": {"SEMANTICS": extra, "COLOR": color},
+        }
+        for n, (status_id, name, sort, color, semantics, extra, system) in enumerate(_LEAD_STATUSES)
+    ]  # fmt: skip
+
+
 def stock_statuses() -> list[dict[str, Any]]:
     """The reference lists of a new portal, as ``crm.status.list`` rows (fresh copies: a world changes its own)."""
     rows: list[dict[str, Any]] = []
@@ -61,7 +90,12 @@ def stock_statuses() -> list[dict[str, Any]]:
                 "CATEGORY_ID": None, "COLOR": None, "SEMANTICS": None,
             })  # fmt: skip
             next_id += 1
+    rows.extend(stock_lead_statuses(next_id + 1))
     return rows
+
+
+def find_status(rows: list[dict[str, Any]], entity_id: str, status_id: Any) -> dict[str, Any] | None:
+    return next((r for r in rows if r["ENTITY_ID"] == entity_id and r["STATUS_ID"] == status_id), None)
 
 
 def first_status(rows: list[dict[str, Any]], entity_id: str) -> str | None:

@@ -1,6 +1,6 @@
-"""User fields (``UF_CRM_*``) of deals, contacts and companies: definitions, stored values, what REST shows.
+"""User fields (``UF_CRM_*``) of deals, contacts, companies and leads: definitions, stored values, what REST shows.
 
-Definitions follow docs crm-{deal,contact,company}-userfield-{add,list,get,update,delete}.md; how values are read
+Definitions follow docs crm-{deal,contact,company,lead}-userfield-{add,list,get,update,delete}.md; how values are read
 back follows the crm module's REST layer (``CCrmRestService::externalizeFields``, read in public source): dates and
 datetimes in ISO 8601, an empty date as ``""``; every other value as the database hands it to PHP, so as a string.
 How values are taken in follows the main module's user types where their source was read (enumeration: the item id,
@@ -21,7 +21,7 @@ from .state import World
 from .wire import as_list, iso
 
 # The UF entity behind each legacy CRM entity (docs: ENTITY_ID "CRM_DEAL" in crm.deal.userfield.list).
-UF_ENTITIES = {"DEAL": "CRM_DEAL", "CONTACT": "CRM_CONTACT", "COMPANY": "CRM_COMPANY"}
+UF_ENTITIES = {"DEAL": "CRM_DEAL", "CONTACT": "CRM_CONTACT", "COMPANY": "CRM_COMPANY", "LEAD": "CRM_LEAD"}
 TYPES = (
     "string", "integer", "double", "boolean", "datetime", "date", "money", "url", "address", "enumeration",
     "file", "employee", "crm_status", "iblock_section", "iblock_element", "crm",

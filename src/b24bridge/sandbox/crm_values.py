@@ -103,7 +103,7 @@ def _int(value: Any) -> int | None:
 def render(field: FieldDef, value: Any, tz: timezone) -> Any:
     """Stored value → what legacy get/list return: strings, ``null`` for unset, dates in ISO 8601."""
     if value is None:
-        return None
+        return "" if field.empty_text else None
     kind = field.type
     if kind == "crm_multifield":
         return [{"ID": str(v["ID"]), "VALUE_TYPE": v["VALUE_TYPE"], "VALUE": v["VALUE"], "TYPE_ID": v["TYPE_ID"]}

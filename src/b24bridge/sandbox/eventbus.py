@@ -32,7 +32,7 @@ KNOWN_EVENTS: dict[str, str | None] = {
     "ONOFFLINEEVENT": None,
     **{
         f"ONCRM{entity}{action}": "crm"
-        for entity in ("DEAL", "CONTACT", "COMPANY")
+        for entity in ("DEAL", "CONTACT", "COMPANY", "LEAD")
         for action in ("ADD", "UPDATE", "DELETE")
     },
 }

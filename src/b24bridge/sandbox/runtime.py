@@ -24,8 +24,8 @@ ALL_SCOPES = ["crm", "bizproc", "user", "placement", "im", "task"]
 DEFAULT_APP_ID = "local.sandbox00000001.00000001"
 
 CrmAction = Literal["ADD", "UPDATE", "DELETE"]
-# (sandbox, entity "DEAL"/"CONTACT"/"COMPANY", action, id, record before, record after); a listener that also takes
-# the keyword ``actor_user_id`` is told who made the change (None: automation, a workflow, the system).
+# (sandbox, entity "DEAL"/"CONTACT"/"COMPANY"/"LEAD", action, id, record before, record after); a listener that also
+# takes the keyword ``actor_user_id`` is told who made the change (None: automation, a workflow, the system).
 CrmListener = Callable[..., None]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .crm_statuses import DEFAULT_CATEGORY, stock_statuses
+from .crm_statuses import DEFAULT_CATEGORY, LEAD_STATUS_ENTITY, stock_lead_statuses, stock_statuses
 
 
 def token() -> str:
@@ -93,9 +93,10 @@ class World:
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     auth_codes: dict[str, AuthCode] = field(default_factory=dict)
-    # CRM: entity type ("CONTACT", "COMPANY", "DEAL", "REQUISITE") -> id -> field map.
+    # CRM: entity type ("CONTACT", "COMPANY", "DEAL", "LEAD", "REQUISITE") -> id -> field map.
     crm: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
-    product_rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    # Product rows by owner entity ("DEAL", "LEAD") and owner id.
+    product_rows: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)
     # Reference lists as crm.status.list rows, deal stages of every funnel included; funnels by id (0 = default).
     statuses: list[dict[str, Any]] = field(default_factory=list)
     categories: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -122,6 +123,10 @@ class World:
     def records(self, entity: str) -> dict[int, dict[str, Any]]:
         return self.crm.setdefault(entity, {})
 
+    def rows_of(self, owner: str) -> dict[int, list[dict[str, Any]]]:
+        """Product rows of one owner entity ("DEAL", "LEAD") by owner id."""
+        return self.product_rows.setdefault(owner, {})
+
     # --- persistence -------------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
@@ -137,7 +142,10 @@ class World:
         world.refresh_tokens = {k: RefreshToken(**v) for k, v in data.get("refresh_tokens", {}).items()}
         world.auth_codes = {k: AuthCode(**v) for k, v in data.get("auth_codes", {}).items()}
         world.crm = {e: {int(i): r for i, r in recs.items()} for e, recs in data.get("crm", {}).items()}
-        world.product_rows = {int(k): v for k, v in data.get("product_rows", {}).items()}
+        rows = data.get("product_rows", {})
+        if rows and all(str(k).isdigit() for k in rows):
+            rows = {"DEAL": rows}  # saved before leads had product rows: {deal_id: rows}
+        world.product_rows = {owner: {int(k): v for k, v in by_id.items()} for owner, by_id in rows.items()}
         world.statuses = list(data.get("statuses", []))
         world.categories = {int(k): v for k, v in data.get("categories", {}).items()}
         world.user_fields = {k: list(v) for k, v in data.get("user_fields", {}).items()}
@@ -166,6 +174,9 @@ def seed_world(world: World) -> None:
     default deal funnel. A world saved before a part existed gets that part here when it is loaded."""
     if not world.statuses:
         world.statuses = stock_statuses()
+    elif not any(row["ENTITY_ID"] == LEAD_STATUS_ENTITY for row in world.statuses):
+        # A world saved before the sandbox had leads: its lead stages as a new portal has them.
+        world.statuses.extend(stock_lead_statuses(max(int(row["ID"]) for row in world.statuses) + 2))
     if not world.categories:
         world.categories[0] = dict(DEFAULT_CATEGORY)
     if not world.users:

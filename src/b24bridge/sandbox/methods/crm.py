@@ -1,4 +1,5 @@
-"""Legacy ``crm.contact.*``, ``crm.company.*`` and ``crm.deal.*``: one engine driven by the field tables.
+"""Legacy ``crm.contact.*``, ``crm.company.*``, ``crm.deal.*`` and ``crm.lead.*``: one engine driven by the field
+tables.
 
 Errors are the legacy ones (empty ``error`` code, HTTP 400) with the texts of docs:`api-reference/crm/*/crm-*-*.md`.
 """
@@ -129,8 +130,7 @@ def make_handlers(ent: EntityDef) -> dict[str, Callable[[Call], Any]]:
         if record is None:
             code, text = ent.delete_missing
             raise legacy(text) if not code else _core(text)
-        if ent.entity == "DEAL":
-            call.world.product_rows.pop(rid, None)
+        call.world.product_rows.get(ent.entity, {}).pop(rid, None)  # a deal's or lead's product rows go with it
         call.sandbox.crm_changed(ent.entity, "DELETE", rid, record, None, actor_user_id=call.caller.user_id)
         return True
 

@@ -1,16 +1,20 @@
-"""Deal product rows and duplicate search by phone/e-mail."""
+"""Deal and lead product rows (one implementation, by owner entity) and duplicate search by phone/e-mail."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+from ..crm_fields import BY_ENTITY
 from ..errors import RestError, legacy
 from ..registry import Call, rest_method
 from ..wire import as_list
 from .crm import record_id
 
-ROW_COUNTER = "CRM_PRODUCT_ROW"
+ROW_COUNTER = "CRM_PRODUCT_ROW"  # one sequence for the rows of every owner, as the portal's one table
+# Owner entity -> OWNER_TYPE of its rows (docs crm-deal-productrows-get.md "D", crm-lead-productrows-get.md "L").
+OWNER_TYPES = {"DEAL": "D", "LEAD": "L"}
 _E_RATE = "Discount Rate (DISCOUNT_RATE) is required if Percentage Discount Type (DISCOUNT_TYPE_ID) is defined.<br>"
 _E_SUM_100 = (
     "Discount Sum (DISCOUNT_SUM) is required if Percentage Discount Type (DISCOUNT_TYPE_ID) is defined "
@@ -28,8 +32,8 @@ def _num(value: Any, default: float | None = 0.0) -> float | None:
         return default
 
 
-def _row(raw: dict[str, Any], deal_id: int, row_id: int) -> dict[str, Any]:
-    """One row as crm.deal.productrows.get shows it (docs: natives except ID/OWNER_ID/PRICE_ACCOUNT strings).
+def _row(raw: dict[str, Any], owner_type: str, owner_id: int, row_id: int) -> dict[str, Any]:
+    """One row as crm.{deal,lead}.productrows.get show it (docs: natives except ID/OWNER_ID/PRICE_ACCOUNT strings).
 
     [inferred] The portal's price chain: PRICE (final, per unit, with tax) → PRICE_EXCLUSIVE (without tax) →
     PRICE_NETTO (before discount) → PRICE_BRUTTO (before discount, with tax); it matches the docs example
@@ -58,7 +62,7 @@ def _row(raw: dict[str, Any], deal_id: int, row_id: int) -> dict[str, Any]:
     brutto = netto * (1 + (tax_rate or 0) / 100)
     name = str(r.get("PRODUCT_NAME") or f"[{row_id}]")  # docs: no name and no product → "[{rowId}]"
     return {
-        "ID": str(row_id), "OWNER_ID": str(deal_id), "OWNER_TYPE": "D",
+        "ID": str(row_id), "OWNER_ID": str(owner_id), "OWNER_TYPE": owner_type,
         "PRODUCT_ID": int(_num(r.get("PRODUCT_ID")) or 0), "PRODUCT_NAME": name, "ORIGINAL_PRODUCT_NAME": name,
         "PRODUCT_DESCRIPTION": r.get("PRODUCT_DESCRIPTION"), "PRICE": _n(price), "PRICE_EXCLUSIVE": _n(exclusive),
         "PRICE_NETTO": _n(netto), "PRICE_BRUTTO": _n(brutto), "PRICE_ACCOUNT": f"{price:.2f}", "QUANTITY": _n(quantity),
@@ -79,40 +83,60 @@ def _n(value: float | None) -> float | int | None:
     return int(value) if value == int(value) else value
 
 
-def _deal(call: Call) -> tuple[int, dict[str, Any]]:
-    deal_id = record_id(call, "The parameter id is invalid or not defined.")
-    deal = call.world.records("DEAL").get(deal_id)
-    if deal is None:
+def _owner(call: Call, entity: str) -> tuple[int, dict[str, Any]]:
+    owner_id = record_id(call, "The parameter id is invalid or not defined.")
+    owner = call.world.records(entity).get(owner_id)
+    if owner is None:
         raise legacy("Not found")
-    return deal_id, deal
+    return owner_id, owner
 
 
-@rest_method("crm.deal.productrows.get", "crm")
-def productrows_get(call: Call) -> Any:
-    deal_id, _ = _deal(call)
-    return sorted(call.world.product_rows.get(deal_id, []), key=lambda r: (r["SORT"], int(r["ID"])))
+def _rows_param(call: Call) -> list[dict[str, Any]]:
+    raw = call.param("rows")
+    # docs crm-lead-productrows-set.md: "The parameter rows must be array." [inferred] a missing or empty ``rows``
+    # (what a form encoder sends for an empty list) means no rows, so only a scalar value is refused.
+    if raw not in (None, "") and not isinstance(raw, list | dict):
+        raise legacy("The parameter rows must be array.")
+    return [r for r in as_list(raw) if isinstance(r, dict)]
 
 
-@rest_method("crm.deal.productrows.set", "crm")
-def productrows_set(call: Call) -> Any:
-    deal_id, deal = _deal(call)
-    raw_rows = [r for r in as_list(call.param("rows")) if isinstance(r, dict)]
-    # Build every row before storing any, so a discount error leaves the old rows in place.
-    counter = call.world.counters.get(ROW_COUNTER, 0)
-    rows = [_row(raw, deal_id, counter + i + 1) for i, raw in enumerate(raw_rows)]
-    call.world.counters[ROW_COUNTER] = counter + len(rows)
-    call.world.product_rows[deal_id] = rows  # docs: replaces all rows; rows not passed are deleted
-    if deal.get("IS_MANUAL_OPPORTUNITY") != "Y":
-        # The portal keeps an automatic total in step with the rows (docs crm-deal-add.md IS_MANUAL_OPPORTUNITY).
-        before = dict(deal)
-        deal["OPPORTUNITY"] = round(sum(float(r["PRICE"]) * float(r["QUANTITY"]) for r in rows), 2)
-        deal["TAX_VALUE"] = round(
-            sum((float(r["PRICE"]) - float(r["PRICE_EXCLUSIVE"])) * float(r["QUANTITY"]) for r in rows), 2
-        )
-        if before != deal:
-            deal.update(MODIFY_BY_ID=call.caller.user_id, DATE_MODIFY=call.sandbox.now())
-            call.sandbox.crm_changed("DEAL", "UPDATE", deal_id, before, dict(deal), actor_user_id=call.caller.user_id)
-    return True
+def make_productrows(entity: str) -> dict[str, Callable[[Call], Any]]:
+    """``crm.{deal,lead}.productrows.{get,set}`` for one owner entity."""
+    owner_type = OWNER_TYPES[entity]
+    has_tax = "TAX_VALUE" in BY_ENTITY[entity].by_name  # deals keep a tax total, leads have no such field
+
+    def get(call: Call) -> Any:
+        owner_id, _ = _owner(call, entity)
+        return sorted(call.world.rows_of(entity).get(owner_id, []), key=lambda r: (r["SORT"], int(r["ID"])))
+
+    def set_(call: Call) -> Any:
+        owner_id, owner = _owner(call, entity)
+        raw_rows = _rows_param(call)
+        # Build every row before storing any, so a discount error leaves the old rows in place.
+        counter = call.world.counters.get(ROW_COUNTER, 0)
+        rows = [_row(raw, owner_type, owner_id, counter + i + 1) for i, raw in enumerate(raw_rows)]
+        call.world.counters[ROW_COUNTER] = counter + len(rows)
+        call.world.rows_of(entity)[owner_id] = rows  # docs: replaces all rows; rows not passed are deleted
+        if owner.get("IS_MANUAL_OPPORTUNITY") != "Y":
+            # The portal keeps an automatic total in step with the rows (docs crm-deal-add.md IS_MANUAL_OPPORTUNITY).
+            before = dict(owner)
+            owner["OPPORTUNITY"] = round(sum(float(r["PRICE"]) * float(r["QUANTITY"]) for r in rows), 2)
+            if has_tax:
+                owner["TAX_VALUE"] = round(
+                    sum((float(r["PRICE"]) - float(r["PRICE_EXCLUSIVE"])) * float(r["QUANTITY"]) for r in rows), 2
+                )
+            if before != owner:
+                owner.update(MODIFY_BY_ID=call.caller.user_id, DATE_MODIFY=call.sandbox.now())
+                actor = call.caller.user_id
+                call.sandbox.crm_changed(entity, "UPDATE", owner_id, before, dict(owner), actor_user_id=actor)
+        return True
+
+    return {"get": get, "set": set_}
+
+
+for _entity in OWNER_TYPES:
+    for _action, _handler in make_productrows(_entity).items():
+        rest_method(f"crm.{_entity.lower()}.productrows.{_action}", "crm")(_handler)
 
 
 # --- crm.duplicate.findbycomm ------------------------------------------------------------------------------

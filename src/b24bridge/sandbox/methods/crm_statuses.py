@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import crm_categories as funnels
 from ..crm_query import page_of, sort_rows
+from ..crm_statuses import LEAD_STATUS_ENTITY
 from ..errors import RestError, legacy
 from ..registry import Call, Page, rest_method
 from ..state import World
@@ -138,6 +139,12 @@ def status_add(call: Call) -> Any:
         "NAME": str(fields["NAME"]), "NAME_INIT": "", "SORT": str(int(fields.get("SORT") or 500)), "SYSTEM": "N",
         "CATEGORY_ID": None, "COLOR": fields.get("COLOR"), "SEMANTICS": None,
     }  # fmt: skip
+    if entity_id == LEAD_STATUS_ENTITY:
+        # Lead stages carry semantics and EXTRA like deal stages (tutorial how-to-get-stages-with-semantics.md).
+        semantic = str(fields.get("SEMANTICS") or "").upper()
+        row["SEMANTICS"] = semantic if semantic in ("S", "F") else None
+        extra = {"S": "success", "F": "failure"}.get(semantic, "process")
+        row["EXTRA"] = {"SEMANTICS": extra, "COLOR": row["COLOR"]}
     world.statuses.append(row)
     return row_id
 
@@ -176,6 +183,10 @@ def status_delete(call: Call) -> Any:
         d.get("STAGE_ID") == row["STATUS_ID"] and int(d.get("CATEGORY_ID") or 0) == category
         for d in world.records("DEAL").values()
     ):
+        raise legacy("There are active items in this status.")
+    # [inferred] a lead stage holding leads is refused the same way.
+    leads = world.records("LEAD").values() if row["ENTITY_ID"] == LEAD_STATUS_ENTITY else []
+    if any(lead.get("STATUS_ID") == row["STATUS_ID"] for lead in leads):
         raise legacy("There are active items in this status.")
     world.statuses.remove(row)
     return True

@@ -1,4 +1,4 @@
-"""``crm.{deal,contact,company}.userfield.{add,get,list,update,delete}`` (docs crm-*-userfield-*.md).
+"""``crm.{deal,contact,company,lead}.userfield.{add,get,list,update,delete}`` (docs crm-*-userfield-*.md).
 
 Errors are the docs': legacy ones with an empty code, ``ERROR_CORE`` for field-name and list problems,
 ``ERROR_NOT_FOUND`` for an unknown id. A field of another entity is "Access denied." to these methods.
