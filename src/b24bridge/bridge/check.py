@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bitrix import Portal
+from .entities import DEAL, RecordKind
 from .route_model import TAX_NUMBER, EntityRule, FieldRule, Route, RouteFile, Scope, key_fields
 from .routes_yaml import Problems, Segment, choices
 from .templates import referenced_fields
@@ -43,9 +44,14 @@ class PortalSchema:
     stages: Mapping[int, tuple[str, ...]]
     categories: Mapping[int, str]
     statuses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    lead: FieldMap = field(default_factory=dict)
 
     def fields(self, entity: str) -> FieldMap:
-        return {"deal": self.deal, "contact": self.contact, "company": self.company}[entity]
+        return {"deal": self.deal, "lead": self.lead, "contact": self.contact, "company": self.company}[entity]
+
+    def stages_for(self, kind: RecordKind, category: int | None) -> tuple[str, ...]:
+        """A deal's stages (of one funnel, or of all); a lead's statuses (``STATUS``, one list)."""
+        return self.stages_of(category) if kind == DEAL else self.statuses.get(kind.status_list, ())
 
     def stages_of(self, category: int | None) -> tuple[str, ...]:
         """The stages of one funnel, or of every funnel (``None``)."""
@@ -56,8 +62,9 @@ class PortalSchema:
 
 async def fetch_schema(portal: Portal) -> PortalSchema:
     """Read the lists with a handful of requests (the three ``fields`` calls share one batch)."""
-    deal, contact, company, categories, statuses = await asyncio.gather(
+    deal, lead, contact, company, categories, statuses = await asyncio.gather(
         portal.call("crm.deal.fields"),
+        portal.call("crm.lead.fields"),
         portal.call("crm.contact.fields"),
         portal.call("crm.company.fields"),
         _all_rows(portal, "crm.category.list", {"entityTypeId": 2}),
@@ -71,7 +78,7 @@ async def fetch_schema(portal: Portal) -> PortalSchema:
     stages = {
         category: ordered.get("DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}", ()) for category in funnels
     }
-    return PortalSchema(deal, contact, company, stages, funnels, ordered)
+    return PortalSchema(deal, contact, company, stages, funnels, ordered, lead)
 
 
 async def _all_rows(portal: Portal, method: str, params: Mapping[str, Any]) -> list[Any]:
@@ -103,7 +110,7 @@ class _RouteCheck:
     def run(self) -> list[str]:
         route = self.route
         self._event_stages()
-        self._rules(route.deal, "deal", [*self.base, "deal"], self.target, route.target)
+        self._rules(route.deal, "deal", [*self.base, route.target_entity.name], self.target, route.target)
         if route.contact is not None:
             self._rules(route.contact.fields, "contact", [*self.base, "contact", "fields"], self.target, route.target)
         if route.company is not None:
@@ -144,30 +151,33 @@ class _RouteCheck:
                     )
 
     def _event_stages(self) -> None:
-        triggers, stages = self.route.triggers, self.source.stages_of(None)
+        kind = self.route.source_entity
+        triggers, stages = self.route.triggers, self.source.stages_for(kind, None)
         for index, stage in enumerate(triggers.event_stages):
             if stage not in stages:
                 path = [*self.base, "triggers", "events", "stages", index]
-                what = f"not a deal stage of {self.route.source}"
+                what = f"not a {kind.name} stage of {self.route.source}"
                 self.problems.add(triggers.line_of(f"events.stages.{index}"), path, what, choices(stage, stages))
 
     def _status_back_stages(self) -> None:
         assert self.route.status_back is not None
         back, path = self.route.status_back, [*self.base, "status_back", "stages"]
-        source_stages, target_stages = self.source.stages_of(None), self.target.stages_of(self.category)
+        mine, theirs = self.route.source_entity, self.route.target_entity
+        source_stages = self.source.stages_for(mine, None)
+        target_stages = self.target.stages_for(theirs, self.category)
         for target_stage, source_stage in back.stages.items():
             line, where = back.line_of(f"stages.{target_stage}"), [*path, target_stage]
             if target_stage not in target_stages:
-                what = f"not a deal stage of {self.route.target}"
+                what = f"not a {theirs.name} stage of {self.route.target}"
                 self.problems.add(line, where, what, choices(target_stage, target_stages))
             if source_stage not in source_stages:
-                what = f"{source_stage!r} is not a deal stage of {self.route.source}"
+                what = f"{source_stage!r} is not a {mine.name} stage of {self.route.source}"
                 self.problems.add(line, where, what, choices(source_stage, source_stages))
 
     def _rules(
         self, rules: Mapping[str, FieldRule], scope: Scope, path: list[Segment], schema: PortalSchema, portal: str
     ) -> None:
-        entity = "deal" if scope == "status_back" else scope
+        entity = {"status_back": self.route.source_entity.name, "deal": self.route.target_entity.name}.get(scope, scope)
         for name, rule in rules.items():
             where = [*path, name]
             written = self._written(name, rule, where, schema.fields(entity), entity, portal)
@@ -221,9 +231,10 @@ class _RouteCheck:
         """The field a rule reads in the source (or, for status back, the target) portal; reported when missing."""
         extra: tuple[str, ...] = ()
         if record in ("target", "status_back"):
-            schema, entity, portal, extra = self.target, "deal", self.route.target, ("url",)
-        elif record in ("deal", "contact", "company"):
-            schema, entity, portal = self.source, record, self.route.source
+            schema, entity, portal, extra = self.target, self.route.target_entity.name, self.route.target, ("url",)
+        elif record in ("deal", "lead", "record", "contact", "company"):
+            entity = self.route.source_entity.name if record in ("deal", "lead", "record") else record
+            schema, portal = self.source, self.route.source
             extra = (TAX_NUMBER,) if record == "company" else ()
         else:
             return None  # source, target_portal (checked when the file was read), products, route
@@ -280,8 +291,10 @@ class _RouteCheck:
 
     def _source_values(self, record: str, name: str) -> tuple[str, ...] | None:
         if record in ("target", "status_back"):
-            return _allowed_values(self.target, "deal", name, self.category)
-        if record in ("deal", "contact", "company"):
+            return _allowed_values(self.target, self.route.target_entity.name, name, self.category)
+        if record in ("deal", "lead", "record"):
+            return _allowed_values(self.source, self.route.source_entity.name, name, None)
+        if record in ("contact", "company"):
             return _allowed_values(self.source, record, name, None)
         return None
 

@@ -19,6 +19,7 @@ class RecordKind:
     entity_type_id: int  # REFERENCE 6.7: 1 lead, 2 deal
     stage_field: str  # where the record's stage is: STAGE_ID (deal), STATUS_ID (lead)
     document_class: str  # the workflow document type's entity: CCrmDocumentDeal
+    status_list: str = ""  # crm.status.list ENTITY_ID of its stages when they are one list (a lead's STATUS)
 
     def method(self, action: str) -> str:
         return f"crm.{self.name}.{action}"
@@ -40,7 +41,7 @@ class RecordKind:
 
 
 DEAL = RecordKind("deal", "DEAL", 2, "STAGE_ID", "CCrmDocumentDeal")
-LEAD = RecordKind("lead", "LEAD", 1, "STATUS_ID", "CCrmDocumentLead")
+LEAD = RecordKind("lead", "LEAD", 1, "STATUS_ID", "CCrmDocumentLead", "STATUS")
 KINDS: Mapping[str, RecordKind] = MappingProxyType({kind.name: kind for kind in (DEAL, LEAD)})
 
 

@@ -61,17 +61,15 @@ class MappingContext:
     route: str = ""
     users: Mapping[int, int] = field(default_factory=dict)
     target: Mapping[str, Any] | None = None
-    entity: str = "deal"  # the source record's kind: rules read it as ``deal``/``lead`` (its name) or ``record``
+    entity: str = "deal"  # the source record's kind: rules may call it by its name (lead), or record
 
     def record(self, name: str) -> Any:
         """The record a scope's rules read (``status_back`` reads the target record), or a context value by name.
-        The source record is ``deal`` in the rules' scope, and by its kind's name or ``record`` in paths."""
+        The source record answers to ``deal`` (the name routes used before leads), its kind's name and ``record``."""
         if name == "status_back":
             return self.target
-        if name in (self.entity, "record"):
+        if name in (self.entity, "record", "deal"):
             return self.deal
-        if name in _KIND_NAMES:
-            return self.deal if name == "deal" and self.entity == "deal" else None
         return getattr(self, name) if name in _RECORD_NAMES or name == "products" else None
 
     def template_variables(self) -> dict[str, Any]:
@@ -86,7 +84,6 @@ class MappingContext:
 
 
 _RECORD_NAMES = ("deal", "contact", "company", "source", "target_portal", "target")
-_KIND_NAMES = ("deal", "lead")
 
 
 def map_fields(rules: Mapping[str, FieldRule], scope: Scope, context: MappingContext) -> dict[str, Any]:
@@ -145,8 +142,7 @@ def read_path(path: str, scope: Scope, context: MappingContext) -> Any:
         value: Any = context.products if head == "products" else context.record(head)
         segments = rest.split(".")
     else:
-        # The "deal" scope's plain names are the source record's fields, whatever its kind.
-        value, segments = (context.deal if scope == "deal" else context.record(scope)), [path]
+        value, segments = context.record(scope), [path]
     for segment in segments:
         if isinstance(value, Mapping):
             value = value.get(segment)
