@@ -187,3 +187,33 @@ def test_a_field_match_key_names_a_field_of_both_portals(schemas: Schemas) -> No
         "routes.yaml:37: routes.partner-to-acme.company.match[1]: no such field in the company of partner",
         "routes.yaml:37: routes.partner-to-acme.company.match[1]: no such field in the company of acme",
     ]
+
+
+LEAD_ROUTE = """
+portals:
+  partner: {app: partner.bitrix24.com}
+  acme: {webhook: "https://acme.bitrix24.com/rest/1/abcdefgh12345678/"}
+routes:
+  leads:
+    source: partner
+    source_entity: lead
+    target: acme
+    triggers:
+      events: {stages: [IN_PROCESS, PREPARATION]}
+    deal:
+      TITLE: "{{ lead.TITLE }}"
+      COMMENTS: {from: SOURCE_DESCRIPTON}
+      STAGE_ID: {from: STATUS_ID, map: {NEW: NEW, IN_PROCES: PREPARATION}}
+    status_back:
+      stages: {WON: PROCESSED, LOSE: LOST}
+"""
+
+
+def test_a_lead_route_is_checked_against_the_lead_fields_and_stages(schemas: Schemas) -> None:
+    found = [problem.split("; allowed")[0] for problem in check_route(load(LEAD_ROUTE).routes["leads"], *schemas)]
+    assert found == [
+        "routes.yaml:11: routes.leads.triggers.events.stages[1]: not a lead stage of partner",
+        "routes.yaml:14: routes.leads.deal.COMMENTS: reads SOURCE_DESCRIPTON: the lead of partner has no such field",
+        "routes.yaml:15: routes.leads.deal.STAGE_ID.map.IN_PROCES: 'IN_PROCES' is not a value of the source's STATUS_ID",
+        "routes.yaml:17: routes.leads.status_back.stages.LOSE: 'LOST' is not a lead stage of partner",
+    ]
