@@ -214,6 +214,7 @@ def test_a_lead_route_is_checked_against_the_lead_fields_and_stages(schemas: Sch
     assert found == [
         "routes.yaml:11: routes.leads.triggers.events.stages[1]: not a lead stage of partner",
         "routes.yaml:14: routes.leads.deal.COMMENTS: reads SOURCE_DESCRIPTON: the lead of partner has no such field",
-        "routes.yaml:15: routes.leads.deal.STAGE_ID.map.IN_PROCES: 'IN_PROCES' is not a value of the source's STATUS_ID",
+        "routes.yaml:15: routes.leads.deal.STAGE_ID.map.IN_PROCES: 'IN_PROCES' is not a value of the source's "
+        "STATUS_ID",
         "routes.yaml:17: routes.leads.status_back.stages.LOSE: 'LOST' is not a lead stage of partner",
     ]
