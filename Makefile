@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := src tests bench
 
-.PHONY: venv run demo test lint fmt typecheck pytest browser promtool sandbox bench clean
+.PHONY: loadgen venv run demo test lint fmt typecheck pytest browser promtool sandbox bench clean
 
 venv: $(STAMP)
 
@@ -66,8 +66,20 @@ sandbox: venv
 	$(BIN)/b24bridge sandbox
 
 # Every benchmark in turn, each printing its figure beside its baseline (docs/benchmarks.md); BENCH=name runs one.
-bench: venv
+bench: venv loadgen
 	$(BIN)/python bench/__main__.py $(BENCH)
+
+# The HTTP benchmarks load the service with wrk (Debian's package): installed as chromium is; bench/ingest.py
+# says so and stops without it, the others fall back to a client of their own.
+loadgen:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's wrk for the benchmarks"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+	      || echo "could not install wrk" >&2; \
+	  else \
+	    echo "the HTTP benchmarks use wrk: sudo apt-get install wrk" >&2; \
+	  fi; }
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
