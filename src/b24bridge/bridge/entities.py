@@ -57,8 +57,8 @@ def record_id_of(document_id: object, bare: RecordKind = DEAL) -> tuple[RecordKi
         return None
     kind = next((k for k in KINDS.values() if text.startswith(f"{k.entity}_")), bare)
     digits = text.removeprefix(f"{kind.entity}_")
-    if not (digits.isascii() and digits.isdigit() and 0 < len(digits) <= 12):
-        return None
+    if not (digits.isascii() and digits.isdigit() and 0 < len(digits) <= 12) or int(digits) == 0:
+        return None  # a record id is positive: DEAL_0 names no record
     return kind, int(digits)
 
 
