@@ -1,7 +1,7 @@
 """One portal's flood never stalls the others: quiet portals' robot latency with and without a flooding neighbour.
 
     .venv/bin/python bench/tenants.py [--portals 50] [--flood 5000] [--duration 120] [--database-url URL]
-                                      [--setting NAME=VALUE ...] [--json]
+                                      [--setting NAME=VALUE ...] [--json] [--bridge]
 
 A sandbox cloud of ``--portals`` portals (``b24bridge sandbox --portals N``, cloud limits on each) and one
 ``b24bridge serve`` on its defaults (the embedded PostgreSQL, or ``--database-url``; the in-process worker),
@@ -17,6 +17,11 @@ flooding portal's throughput (its runs from the first call to the last answer) b
 limits allow (a burst of 50 requests, 2 more a second, 50 commands each, 2 commands a run: the contact and the
 answer in one chain); limit errors (503 QUERY_LIMIT_EXCEEDED, 429) counted by every portal. Targets (issue 16):
 quiet p99 with the flood at most 2x without it and at most 1 s; the flood at least 0.9 of its bound; 0 limit errors.
+
+``--bridge`` measures the same for the bridge: the robot is the bridge robot, portal 2k hands its deals to portal
+2k+1 (route ``rk``), so 25 sources for 50 portals; the first hands over ``--flood`` deals at once (the issue: 2,000)
+while the other sources hand over one a second. A run costs its source two commands too (the deal read, the
+answer), so the bound is the same.
 """
 
 from __future__ import annotations
@@ -123,8 +128,9 @@ class World:
 
 
 def prepare(cloud: Cloud, admin_url: str | None, database_url: str | None, deals_per_portal: list[int],
-            settings: dict[str, str]) -> World:  # fmt: skip
-    """A fresh world in every portal, b24bridge installed in each, its robot on STAGE, deals ready to move."""
+            settings: dict[str, str], bridge_routes: bool = False) -> World:  # fmt: skip
+    """A fresh world in every portal, b24bridge installed in each, its robot on STAGE, deals ready to move. With
+    ``bridge_routes``, the robot is the bridge robot of route ``r{k}`` (portal 2k hands its deals to portal 2k+1)."""
     from b24bridge.portals import crypto
     from b24bridge.robots.definitions.create_contact import CODE
 
@@ -144,8 +150,11 @@ def prepare(cloud: Cloud, admin_url: str | None, database_url: str | None, deals
     for index in range(1, len(cloud.urls)):
         cloud.control(index, "POST", f"/_sandbox/apps/{app['client_id']}/register")
     database = database_url or (make_database(admin_url) if admin_url else None)
+    data_dir = tempfile.mkdtemp(prefix="b24bench-tenants-")
+    if bridge_routes:
+        settings = {**settings, "routes": _write_routes(Path(data_dir), cloud)}
     connect = {
-        "data_dir": tempfile.mkdtemp(prefix="b24bench-tenants-"),
+        "data_dir": data_dir,
         "port": str(port),
         "public_url": public,
         "app_client_id": app["client_id"],
@@ -163,7 +172,11 @@ def prepare(cloud: Cloud, admin_url: str | None, database_url: str | None, deals
                 raise RuntimeError(f"portal {index}: installation failed: {installed.get('install_call')}")
         deals: list[list[int]] = []
         for index, count in enumerate(deals_per_portal):
-            _place_robot(cloud, index, app["client_id"], CODE)
+            if bridge_routes and index % 2 == 0:
+                properties = {"route": f"r{index // 2}"}
+                _place_robot(cloud, index, app["client_id"], BRIDGE_ROBOT, properties)
+            elif not bridge_routes:
+                _place_robot(cloud, index, app["client_id"], CODE, ROBOT_PROPERTIES)
             ids: list[int] = []
             while len(ids) < count:
                 n = min(50, count - len(ids))
@@ -179,9 +192,25 @@ def prepare(cloud: Cloud, admin_url: str | None, database_url: str | None, deals
     return World(cloud, bridge, database or "", deals)
 
 
-def _place_robot(cloud: Cloud, index: int, client_id: str, code: str) -> None:
+BRIDGE_ROBOT = "b24bridge_bridge_deal"
+
+
+def _write_routes(data_dir: Path, cloud: Cloud) -> str:
+    """Routes ``r{k}``: portal 2k's deals, handed over by the bridge robot, become deals in portal 2k+1."""
+    lines = ["portals:"]
+    lines += [f"  p{i}: {{app: {info['domain']}}}" for i, info in enumerate(cloud.infos)]
+    lines.append("routes:")
+    for k in range(len(cloud.infos) // 2):
+        lines += [f"  r{k}:", f"    source: p{2 * k}", f"    target: p{2 * k + 1}", "    triggers: {robot: true}",
+                  '    deal: {TITLE: "{{ deal.TITLE }}"}']  # fmt: skip
+    path = data_dir / "routes.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _place_robot(cloud: Cloud, index: int, client_id: str, code: str, properties: dict[str, str]) -> None:
     """The robot on STAGE, once b24bridge has registered it there (its sync runs after the installation)."""
-    rule = {"stage_id": STAGE, "client_id": client_id, "robot_code": code, "properties": ROBOT_PROPERTIES}
+    rule = {"stage_id": STAGE, "client_id": client_id, "robot_code": code, "properties": properties}
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -195,7 +224,7 @@ def _place_robot(cloud: Cloud, index: int, client_id: str, code: str) -> None:
 
 def run(world: World, flood: int, duration: float) -> dict[str, Any]:
     cloud = world.cloud
-    quiet = range(1, len(cloud.urls))
+    quiet = [index for index in range(1, len(cloud.urls)) if world.deals[index]]
     started = time.time()
     if flood:
         cloud.control(0, "POST", "/_sandbox/deals/move", {"deal_ids": world.deals[0], "stage_id": STAGE})
@@ -261,6 +290,9 @@ def main() -> int:
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--only", choices=["quiet", "flood"], help="one of the two runs (experiments)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--bridge", action="store_true", help="the bridge robot: portal 2k hands its deals to portal 2k+1 (route rk)"
+    )
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.setting)
     admin_url, release = postgres_admin(args.database_url) if args.database_url else (None, lambda: None)
@@ -271,7 +303,10 @@ def main() -> int:
         for name, flood in (("quiet", 0), ("flood", args.flood)):
             if args.only not in (None, name):
                 continue
-            world = prepare(cloud, admin_url, None, [flood or 1] + [quiet_deals] * (args.portals - 1), settings)
+            per_portal = [flood or 1] + [quiet_deals] * (args.portals - 1)
+            if args.bridge:  # only the sources (even portals) move deals; their targets (odd) only receive
+                per_portal = [count if index % 2 == 0 else 0 for index, count in enumerate(per_portal)]
+            world = prepare(cloud, admin_url, None, per_portal, settings, bridge_routes=args.bridge)
             try:
                 results[name] = run(world, flood, args.duration)
             finally:
@@ -293,7 +328,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         return
     quiet, flood = results["quiet"], results["flood"]
     ratio = flood["quiet"]["p99"] / quiet["quiet"]["p99"]
-    print(f"{args.portals} portals at cloud limits, {args.portals - 1} quiet at 1 call/s for {args.duration:g} s")
+    quiet_count = len(range(2, args.portals, 2)) if args.bridge else args.portals - 1
+    what = "deliveries by the bridge robot" if args.bridge else "robot calls"
+    print(f"{args.portals} portals at cloud limits, {quiet_count} quiet at 1 call/s for {args.duration:g} s ({what})")
     for name, result in (("no flood", quiet), (f"flood of {args.flood}", flood)):
         print(f"  quiet portals, {name:<15} p50 {result['quiet']['p50'] * 1000:7.0f} ms   p99 "
               f"{result['quiet']['p99'] * 1000:7.0f} ms   ({result['quiet_runs']} runs)")  # fmt: skip
