@@ -36,29 +36,27 @@ typecheck: venv
 pytest: venv browser promtool
 	$(BIN)/pytest
 
-# The admin page's browser tests drive Debian's chromium (Playwright cannot download a browser of its own here):
-# installed when missing and this is root with apt-get (CI); otherwise this says how, and those tests fail saying so.
-browser:
-	@test -x "$${B24BRIDGE_CHROMIUM:-/usr/bin/chromium}" || { \
+# A tool from Debian's packages, installed when missing and this is root with apt-get (CI); otherwise this says how.
+# $(call debian,PRESENT,PACKAGE,FOR,WITHOUT[,APT OPTIONS]): PRESENT is the shell test that it is there, FOR what
+# needs it, WITHOUT what happens when it is not.
+define debian
+	@$(1) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium for the browser tests"; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	      || echo "could not install chromium: the browser tests will fail" >&2; \
+	    echo "installing Debian's $(2) for $(3)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(5) \
+	        $(2) >/dev/null; } || echo "could not install $(2): $(4)" >&2; \
 	  else \
-	    echo "the browser tests need Debian's chromium: sudo apt-get install chromium" >&2; \
+	    echo "$(3) need Debian's $(2) ($(4) without it): sudo apt-get install $(2)" >&2; \
 	  fi; }
+endef
 
-# The deployment tests check the alert rules and their unit tests with promtool (Debian's prometheus package):
-# installed the same way; without it those checks skip, saying so.
+# The admin page's browser tests drive Debian's chromium (Playwright cannot download a browser of its own here).
+browser:
+	$(call debian,test -x "$${B24BRIDGE_CHROMIUM:-/usr/bin/chromium}",chromium,the browser tests,they fail)
+
+# The deployment tests check the alert rules and their unit tests with promtool (Debian's prometheus package).
 promtool:
-	@command -v promtool >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's prometheus (for promtool)"; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        prometheus >/dev/null; } || echo "could not install prometheus: promtool checks will skip" >&2; \
-	  else \
-	    echo "promtool checks skip without Debian's prometheus: sudo apt-get install prometheus" >&2; \
-	  fi; }
+	$(call debian,command -v promtool >/dev/null,prometheus,the promtool checks,they skip,--no-install-recommends)
 
 test: lint typecheck pytest
 
@@ -69,17 +67,10 @@ sandbox: venv
 bench: venv loadgen
 	$(BIN)/python bench/__main__.py $(BENCH)
 
-# The HTTP benchmarks load the service with wrk (Debian's package): installed as chromium is; bench/ingest.py
-# says so and stops without it, the others fall back to a client of their own.
+# The HTTP benchmarks load the service with wrk (Debian's package); bench/ingest.py stops without it, the others
+# fall back to a client of their own.
 loadgen:
-	@command -v wrk >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's wrk for the benchmarks"; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
-	      || echo "could not install wrk" >&2; \
-	  else \
-	    echo "the HTTP benchmarks use wrk: sudo apt-get install wrk" >&2; \
-	  fi; }
+	$(call debian,command -v wrk >/dev/null,wrk,the HTTP benchmarks,a slower client)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -34,11 +34,6 @@ UNAVAILABLE = Accepted(503, "the database and the local spool are unavailable; n
 STATUS_PURPOSE = "bridge_status"
 
 
-def deal_id_of(document_id: Any) -> int | None:
-    """``DEAL_123`` (or ``["crm", "CCrmDocumentDeal", "DEAL_123"]``) -> 123."""
-    return id_of(DEAL, document_id)
-
-
 def _not_an_id(kind: RecordKind) -> str:
     return f"deal must be a {kind.name} id (or {kind.entity}_<id>)"
 
