@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 from b24bridge.bridge.intake import status_secret
 from b24bridge.portals import crypto
@@ -69,11 +70,15 @@ def test_stages_arrive_in_order_and_won_comes_back_without_bouncing(
     move(target, int(target_deal["ID"]), "WON")
     bridge.wait(lambda: result(source, "crm.deal.get", {"id": deal_id})["STAGE_ID"] == "WON", "WON in the source")
     # Our own update of the source sends an event back; that run reads the deal and leaves it (WON is no trigger).
-    bridge.wait(lambda: all(r["status"] != "queued" and r["status"] != "running"
-                            for r in bridge.rows("SELECT status FROM runs")), "the echo's run")  # fmt: skip
-    later = bridge.rows(
-        "SELECT trigger, outcome FROM runs WHERE kind = 'bridge' AND id > %s ORDER BY id", runs[-1]["id"]
-    )
+    # The echo reaches the door after the status run has finished, so wait for its run, not only for a quiet queue.
+    def echo_settled() -> list[dict[str, Any]] | None:
+        later = bridge.rows(
+            "SELECT trigger, status, outcome FROM runs WHERE kind = 'bridge' AND id > %s ORDER BY id", runs[-1]["id"]
+        )
+        echoed = any(r["trigger"] == "event" for r in later)
+        return later if echoed and all(r["status"] in ("succeeded", "dead") for r in later) else None
+
+    later: list[dict[str, Any]] = bridge.wait(echo_settled, "the echo's run")
     assert next(r["trigger"] for r in later) == "status"
     assert all(r["outcome"]["action"] in ("updated", "skipped", "unchanged") for r in later)
     assert _target_writes(bridge) == writes_before, "nothing went back to the target"
