@@ -159,6 +159,10 @@ class Database:
             self.url,
             min_size=self._min_size,
             max_size=self._max_size,
+            # A lone statement is its own transaction: without autocommit each one paid a BEGIN and a COMMIT round
+            # trip besides its own (most of a delivery's database work). What must be atomic says so with
+            # ``conn.transaction()``.
+            kwargs={"autocommit": True},
             open=False,
             check=_check_if_idle,
             reset=_mark_returned,

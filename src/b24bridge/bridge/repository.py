@@ -6,6 +6,7 @@ Every function takes its connection first.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,33 +72,35 @@ async def link_by_target(conn: Conn, route: str, target_key: str, entity: str, t
     return None if row is None else Link(**row)
 
 
-async def save_link(
-    conn: Conn,
-    link: Link,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO bridge_links (source_key, target_key, entity, source_id, target_id, route, delivered,
-                                  source_modified, returned, target_modified)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (source_key, target_key, entity, source_id) DO UPDATE SET
-            target_id = EXCLUDED.target_id, route = EXCLUDED.route, delivered = EXCLUDED.delivered,
-            source_modified = EXCLUDED.source_modified, returned = EXCLUDED.returned,
-            target_modified = EXCLUDED.target_modified, updated_at = now()
-        """,
-        (
-            link.source_key,
-            link.target_key,
-            link.entity,
-            link.source_id,
-            link.target_id,
-            link.route,
-            Jsonb(link.delivered),
-            link.source_modified,
-            Jsonb(link.returned),
-            link.target_modified,
-        ),
-    )
+async def save_links(conn: Conn, links: Sequence[Link]) -> None:
+    """Insert or update the links, in one round trip (psycopg pipelines ``executemany``)."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """
+            INSERT INTO bridge_links (source_key, target_key, entity, source_id, target_id, route, delivered,
+                                      source_modified, returned, target_modified)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (source_key, target_key, entity, source_id) DO UPDATE SET
+                target_id = EXCLUDED.target_id, route = EXCLUDED.route, delivered = EXCLUDED.delivered,
+                source_modified = EXCLUDED.source_modified, returned = EXCLUDED.returned,
+                target_modified = EXCLUDED.target_modified, updated_at = now()
+            """,
+            [
+                (
+                    link.source_key,
+                    link.target_key,
+                    link.entity,
+                    link.source_id,
+                    link.target_id,
+                    link.route,
+                    Jsonb(link.delivered),
+                    link.source_modified,
+                    Jsonb(link.returned),
+                    link.target_modified,
+                )
+                for link in links
+            ],
+        )
 
 
 async def claim_creation(

@@ -62,7 +62,7 @@ class StatusBackRunner:
             link, returned={**link.returned, **values}, target_modified=str(modified) if modified else None
         )
         async with self.pool.connection() as conn:
-            await repository.save_link(conn, saved)
+            await repository.save_links(conn, [saved])
         return DeliveryResult(
             target_deal_id,
             url,

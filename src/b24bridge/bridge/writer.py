@@ -339,6 +339,6 @@ class TargetWriter:
         self.new_links = []
         if not keep:
             return
-        async with self.pool.connection() as conn, conn.transaction():
-            for link in keep:
-                await repository.save_link(conn, link)
+        # Each row stands alone (a retry links whatever was saved), so no transaction around them.
+        async with self.pool.connection() as conn:
+            await repository.save_links(conn, keep)
