@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import procrastinate
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -31,7 +32,9 @@ from b24bridge.bridge import tasks as bridge_tasks
 from b24bridge.bridge.connections import Connections
 from b24bridge.bridge.dedupe import Dedupe
 from b24bridge.bridge.delivery import Deliverer
+from b24bridge.bridge.handover import EndpointTarget
 from b24bridge.bridge.intake import BridgeIntake, run_lock
+from b24bridge.bridge.receivers import AddressPolicy, ReceiverClient, parse_networks
 from b24bridge.bridge.robot import BRIDGE_ROBOT
 from b24bridge.bridge.route_model import RouteFile
 from b24bridge.bridge.routes import load_routes
@@ -191,6 +194,15 @@ def route_file(settings: Settings) -> RouteFile:
     return load_routes(settings.routes)
 
 
+@asynccontextmanager
+async def open_receivers(settings: Settings) -> AsyncIterator[ReceiverClient]:
+    """The client of routes' HTTPS endpoints: its own connection pool (never a portal's), no redirects followed."""
+    timeout = httpx.Timeout(settings.endpoint_timeout, connect=min(5.0, settings.endpoint_timeout))
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False) as http:
+        yield ReceiverClient(http, AddressPolicy(parse_networks(settings.endpoint_allow_networks)))
+
+
 def open_redis(url: str) -> Redis:
     """A client that gives up within a second: a Redis that does not answer must cost the hot path a short
     timeout (then the fallback), never a hang."""
@@ -282,7 +294,12 @@ async def open_services(
         stack.callback(intake.spool.close)
         committer = intake.committer
         stack.push_async_callback(committer.aclose)
-        deliverer = Deliverer(pool, UserDirectory(), Dedupe(pool, redis, settings.bridge_dedupe_window))
+        deliverer = Deliverer(
+            pool,
+            UserDirectory(),
+            Dedupe(pool, redis, settings.bridge_dedupe_window),
+            EndpointTarget(pool, await stack.enter_async_context(open_receivers(settings))),
+        )
         robot_sync = RobotSync(pool, portals, robots, settings.public_url)
         bridge_intake = BridgeIntake(routes, portals, connections, intake, keys, settings.public_url)
         installer = Installer(

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     # Who may tell ``serve`` the client's address and scheme (X-Forwarded-For/-Proto): the reverse proxy's
     # addresses or networks, comma-separated ("*": anyone, only when nothing else can reach the port).
     forwarded_allow_ips: str = "127.0.0.1"
+    # Networks a route's HTTPS endpoint (your own system) may resolve to besides public addresses, comma-separated
+    # ("10.0.0.0/8, 127.0.0.1"): none by default, so a route file cannot make b24bridge call into private networks.
+    # Plain http is allowed only to these.
+    endpoint_allow_networks: str = ""
+    # Seconds an endpoint has to answer a hand-over before the attempt counts as uncertain (and is retried).
+    endpoint_timeout: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -148,6 +154,14 @@ class Settings(BaseSettings):
         for item in items:
             if item != "*":
                 ipaddress.ip_network(item, strict=False)  # ValueError names nothing secret
+        return ",".join(items)
+
+    @field_validator("endpoint_allow_networks")
+    @classmethod
+    def _endpoint_networks(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            ipaddress.ip_network(item, strict=False)
         return ",".join(items)
 
     @field_validator("admin_token")

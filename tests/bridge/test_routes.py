@@ -143,7 +143,8 @@ def test_portals_need_exactly_one_way_in_and_a_usable_reference() -> None:
         "  partner: {app: partner.bitrix24.com}", "  partner: {app: https://p.bitrix24.com, webhook: x}"
     )
     assert problems(text) == [
-        "routes.yaml:2: portals.partner: needs exactly one of app and webhook; allowed: app: or webhook:",
+        "routes.yaml:2: portals.partner: needs exactly one of app, webhook and endpoint;"
+        " allowed: app:, webhook: or endpoint:",
         "routes.yaml:2: portals.partner.app: not a domain or member_id; "
         "allowed: portal.bitrix24.com, or the 32-character member_id",
         "routes.yaml:2: portals.partner.webhook: not an https URL; allowed: https://<portal>/rest/<user id>/<code>/ "

@@ -69,6 +69,7 @@ def test_stages_arrive_in_order_and_won_comes_back_without_bouncing(
     writes_before = _target_writes(bridge)
     move(target, int(target_deal["ID"]), "WON")
     bridge.wait(lambda: result(source, "crm.deal.get", {"id": deal_id})["STAGE_ID"] == "WON", "WON in the source")
+
     # Our own update of the source sends an event back; that run reads the deal and leaves it (WON is no trigger).
     # The echo reaches the door after the status run has finished, so wait for its run, not only for a quiet queue.
     def echo_settled() -> list[dict[str, Any]] | None:

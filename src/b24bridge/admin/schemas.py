@@ -56,8 +56,11 @@ class PortalDetail(PortalHealth):
 
 class RoutePortal(BaseModel):
     name: str = Field(description="the portal's key in the route file")
-    kind: Literal["app", "webhook"]
-    address: str = Field(description="an installed portal's domain or member_id; a webhook's host (never its code)")
+    kind: Literal["app", "webhook", "endpoint"]
+    address: str = Field(
+        description="an installed portal's domain or member_id; a webhook's host (never its code); an endpoint's URL"
+        " without its query"
+    )
     plan: str
     key: str | None = Field(description="what runs name this portal by (their member_id); none: not installed yet")
 

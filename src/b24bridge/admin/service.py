@@ -88,6 +88,8 @@ def run_out(run: Run) -> RunOut:
 
 
 def route_portal(ref: PortalRef, key: str | None) -> RoutePortal:
+    if ref.endpoint is not None:
+        return RoutePortal(name=ref.name, kind="endpoint", address=key or "", plan="", key=key)
     if ref.app is not None:
         return RoutePortal(name=ref.name, kind="app", address=ref.app, plan=ref.plan, key=key)
     parts = urlsplit(ref.webhook or "")

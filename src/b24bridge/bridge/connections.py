@@ -14,6 +14,7 @@ from b24bridge.bitrix import BitrixClient, Limits, Portal, WebhookAuth
 from b24bridge.portals.directory import PortalDirectory
 from b24bridge.portals.service import PortalRegistry
 
+from .receivers import Receiver, endpoint_key
 from .route_model import PortalRef
 from .schemas import BridgeConfigError
 
@@ -40,7 +41,18 @@ class Connections:
         self.bitrix = bitrix
         self._webhooks: dict[str, Portal] = {}
 
+    def receiver(self, ref: PortalRef) -> Receiver:
+        """Your own system's endpoint (a route target that is no portal)."""
+        if ref.endpoint is None:
+            raise BridgeConfigError(f"{ref.name!r} is a portal, not an endpoint")
+        return Receiver(ref.name, ref.endpoint, ref.secrets)
+
+    async def target(self, ref: PortalRef) -> Endpoint | Receiver:
+        return self.receiver(ref) if ref.endpoint is not None else await self.open(ref)
+
     async def open(self, ref: PortalRef) -> Endpoint:
+        if ref.endpoint is not None:
+            raise BridgeConfigError(f"{ref.name!r} is an endpoint, not a portal")
         if ref.webhook is not None:
             domain = urlsplit(ref.webhook).netloc.lower()
             portal = self._webhooks.get(ref.webhook)
@@ -65,6 +77,8 @@ class Connections:
     async def key(self, ref: PortalRef) -> str | None:
         """The portal's key without connecting (None: an app portal that is not installed), from memory: the door
         asks this for every trigger, the database away or not."""
+        if ref.endpoint is not None:
+            return endpoint_key(ref.endpoint)
         if ref.webhook is not None:
             return urlsplit(ref.webhook).netloc.lower()
         assert ref.app is not None

@@ -26,8 +26,10 @@ from b24bridge.observability import get_logger
 from . import repository
 from .connections import Endpoint
 from .dedupe import Dedupe, content_key
+from .handover import EndpointTarget, Mapped
 from .mapping import MappingContext, map_fields, map_products, reads_tax_number
 from .mapping import source_user_ids as user_ids_of
+from .receivers import Receiver, ReceiverError
 from .repository import Link
 from .route_model import TAX_NUMBER, FieldRule, Route
 from .schemas import DeliveryResult
@@ -66,10 +68,13 @@ class _Source:
 
 
 class Deliverer:
-    def __init__(self, pool: AsyncConnectionPool, users: UserDirectory, dedupe: Dedupe) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, users: UserDirectory, dedupe: Dedupe, endpoints: EndpointTarget
+    ) -> None:
         self.pool = pool
         self.users = users
         self.dedupe = dedupe
+        self.endpoints = endpoints
         # New contacts and companies being created in this process: a second delivery needing the same one waits
         # for its id instead of creating a duplicate.
         self._creating: dict[tuple[str, str, int], asyncio.Future[int]] = {}
@@ -78,7 +83,7 @@ class Deliverer:
         self,
         route: Route,
         source: Endpoint,
-        target: Endpoint,
+        target: Endpoint | Receiver,
         deal_id: int,
         *,
         run_id: int,
@@ -104,10 +109,10 @@ class Deliverer:
             last = dt.datetime.fromisoformat(deal_link.source_modified)
             if seen < last:
                 return DeliveryResult(
-                    deal_link.target_id,
-                    deal_url(target, deal_link.target_id, route.target_entity),
+                    *_target_of(deal_link, target, route),
                     "skipped",
                     note=f"a newer change of this {kind.name} was delivered already",
+                    target_ref=deal_link.target_ref,
                 )
         user_rules = {**route.deal, **(route.contact.fields if route.contact else {})}
         context = MappingContext(
@@ -120,8 +125,10 @@ class Deliverer:
             route=route.name,
             entity=kind.name,
         )
-        users = await self.users.match(source.portal, target.portal, user_ids_of(user_rules, "deal", context), observer)
-        context = dataclasses.replace(context, users=users)
+        if isinstance(target, Endpoint):  # an endpoint has no users (the route file refuses user rules for one)
+            wanted_users = user_ids_of(user_rules, "deal", context)
+            users = await self.users.match(source.portal, target.portal, wanted_users, observer)
+            context = dataclasses.replace(context, users=users)
         deal_rules = _without_echo(route.deal, found.deal, deal_link.returned if deal_link else {})
         deal_values = map_fields(deal_rules, "deal", context)
         contact_values = (
@@ -135,10 +142,16 @@ class Deliverer:
         key = content_key(source.key, route.name, deal_id, str(found.deal.get(kind.stage_field) or ""), mapped)
         held = await self.dedupe.claim(key, run_id)
         if held is not None:
-            target_id = deal_link.target_id if deal_link is not None else None
-            url = deal_url(target, target_id, route.target_entity) if target_id else None
-            return DeliveryResult(target_id, url, "skipped", note=f"the same content was delivered by run {held}")
+            target_id, url = _target_of(deal_link, target, route)
+            ref = deal_link.target_ref if deal_link is not None else None
+            note = f"the same content was delivered by run {held}"
+            return DeliveryResult(target_id, url, "skipped", note=note, target_ref=ref)
         try:
+            if isinstance(target, Receiver):
+                handed = Mapped(deal_values, contact_values, company_values, rows)
+                return await self.endpoints.write(
+                    route, source, target, deal_id, found.deal, handed, deal_link, run_id=run_id, observer=observer
+                )
             return await self._write(
                 route,
                 source,
@@ -150,7 +163,7 @@ class Deliverer:
                 repeated,
                 (deal_values, contact_values, company_values, rows),
             )
-        except BitrixError as exc:
+        except (BitrixError, ReceiverError) as exc:
             if not (exc.retryable or exc.uncertain):
                 await self.dedupe.release(key, run_id)
             raise
@@ -216,6 +229,13 @@ class Deliverer:
             inn = next((str(r["RQ_INN"]) for r in requisites if r.get("RQ_INN")), None)
             company = {**company, TAX_NUMBER: inn}
         return _Source(deal, contact, company, rows)
+
+
+def _target_of(link: Link | None, target: Endpoint | Receiver, route: Route) -> tuple[int | None, str | None]:
+    """The target record's id and page of a linked delivery (none for an endpoint's record: it has its ref)."""
+    if link is None or not isinstance(target, Endpoint) or link.target_id <= 0:
+        return None, None
+    return link.target_id, deal_url(target, link.target_id, route.target_entity)
 
 
 # Everything a contact or company has: plain and user fields, and the multi-fields that "*" leaves out.

@@ -31,10 +31,15 @@ class Link:
     source_modified: str | None
     returned: dict[str, Any]
     target_modified: str | None
+    target_ref: str | None = None  # an endpoint's id for the record (its target_id is then ENDPOINT_RECORD)
 
+
+# target_id of a record held by an HTTPS endpoint (its id is target_ref); 0 is a creation claimed, not done.
+ENDPOINT_RECORD = -1
 
 _COLUMNS = (
-    "source_key, target_key, entity, source_id, target_id, route, delivered, source_modified, returned, target_modified"
+    "source_key, target_key, entity, source_id, target_id, route, delivered, source_modified, returned,"
+    " target_modified, target_ref"
 )
 
 
@@ -48,7 +53,7 @@ async def links(
         await cur.execute(
             f"""
             SELECT {_COLUMNS} FROM bridge_links
-             WHERE source_key = %s AND target_key = %s AND target_id > 0
+             WHERE source_key = %s AND target_key = %s AND target_id <> 0
                AND (entity, source_id) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))
             """,
             (source_key, target_key, [e for e, _ in wanted], [i for _, i in wanted]),
@@ -78,12 +83,12 @@ async def save_links(conn: Conn, links: Sequence[Link]) -> None:
         await cur.executemany(
             """
             INSERT INTO bridge_links (source_key, target_key, entity, source_id, target_id, route, delivered,
-                                      source_modified, returned, target_modified)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                      source_modified, returned, target_modified, target_ref)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (source_key, target_key, entity, source_id) DO UPDATE SET
                 target_id = EXCLUDED.target_id, route = EXCLUDED.route, delivered = EXCLUDED.delivered,
                 source_modified = EXCLUDED.source_modified, returned = EXCLUDED.returned,
-                target_modified = EXCLUDED.target_modified, updated_at = now()
+                target_modified = EXCLUDED.target_modified, target_ref = EXCLUDED.target_ref, updated_at = now()
             """,
             [
                 (
@@ -97,6 +102,7 @@ async def save_links(conn: Conn, links: Sequence[Link]) -> None:
                     link.source_modified,
                     Jsonb(link.returned),
                     link.target_modified,
+                    link.target_ref,
                 )
                 for link in links
             ],

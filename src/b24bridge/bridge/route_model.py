@@ -68,7 +68,8 @@ class _Located:
 
 @dataclass(frozen=True)
 class PortalRef(_Located):
-    """A portal as the route file names it: an installed b24bridge (domain or member_id) or an incoming webhook."""
+    """A portal as the route file names it: an installed b24bridge (domain or member_id) or an incoming webhook; or,
+    as a target, your own system's HTTPS endpoint (``endpoint`` and its signing ``secrets``, the newest first)."""
 
     name: str
     app: str | None
@@ -76,10 +77,20 @@ class PortalRef(_Located):
     line: int
     lines: Mapping[str, int] = field(default_factory=_no_lines)
     plan: str = "cloud"
+    endpoint: str | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def is_portal(self) -> bool:
+        return self.endpoint is None
 
     def __repr__(self) -> str:
         webhook = None if self.webhook is None else _WEBHOOK_CODE.sub(r"\1***", self.webhook)
-        return f"PortalRef(name={self.name!r}, app={self.app!r}, webhook={webhook!r}, line={self.line})"
+        endpoint = None if self.endpoint is None else self.endpoint.partition("?")[0]
+        return (
+            f"PortalRef(name={self.name!r}, app={self.app!r}, webhook={webhook!r}, endpoint={endpoint!r},"
+            f" line={self.line})"
+        )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .entities import DEAL, KINDS, RecordKind
+from .receivers import endpoint_problem, secret_problem
 from .route_model import (
     MATCH_KEYS,
     PLANS,
@@ -51,6 +52,7 @@ _SECRET = re.compile(r"[A-Za-z0-9._~-]+")
 _APP_REF = re.compile(r"[0-9a-f]{32}|[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?")
 _WEBHOOK_PATH = re.compile(r"/rest/\d+/[^/]+/?")
 WEBHOOK_ALLOWED = "https://<portal>/rest/<user id>/<code>/ (plain http only on loopback, for the sandbox)"
+ENDPOINT_ALLOWED = "https://<your system>/<path> (http only to networks B24BRIDGE_ENDPOINT_ALLOW_NETWORKS lists)"
 TRIGGER_ALLOWED = "robot: true, hook: {secret: ...}, events: {stages: [...]}"
 
 
@@ -136,13 +138,18 @@ class _FileParser(RuleParser):
             spec = self.mapping(item.node, path, item.key_line, "{app: <domain or member_id>} or {webhook: <URL>}")
             if spec is None:
                 continue
+            if "endpoint" in spec.entries:
+                portals[name] = self._endpoint(name, spec, path, item.key_line)
+                continue
             self.keys(spec, path, item.key_line, known=("app", "webhook", "plan"))
             app, webhook, plan = (self.text(spec, key, path) for key in ("app", "webhook", "plan"))
             if plan is not None and plan not in PLANS:
                 line = spec.entries["plan"].key_line
                 self.problems.add(line, [*path, "plan"], f"unknown plan {plan!r}", ", ".join(PLANS))
             if ("app" in spec.entries) == ("webhook" in spec.entries):
-                self.problems.add(item.key_line, path, "needs exactly one of app and webhook", "app: or webhook:")
+                self.problems.add(
+                    item.key_line, path, "needs exactly one of app, webhook and endpoint", "app:, webhook: or endpoint:"
+                )
             if app is not None and not _APP_REF.fullmatch(app):
                 self.problems.add(
                     spec.entries["app"].key_line,
@@ -156,6 +163,28 @@ class _FileParser(RuleParser):
                 webhook += "/"
             portals[name] = PortalRef(name, app, webhook, item.key_line, plan=plan or "cloud")
         return portals
+
+    def _endpoint(self, name: str, spec: Map, path: list[Segment], line: int) -> PortalRef:
+        """``{endpoint: https://..., secret: whsec_...}`` (or ``secrets: [new, old]`` while one is rotated)."""
+        self.keys(spec, path, line, known=("endpoint", "secret", "secrets"), required=("endpoint",))
+        url = self.text(spec, "endpoint", path)
+        if url is not None and (problem := endpoint_problem(url)) is not None:
+            self.problems.add(spec.entries["endpoint"].key_line, [*path, "endpoint"], problem, ENDPOINT_ALLOWED)
+        secrets: list[str] = []
+        if ("secret" in spec.entries) == ("secrets" in spec.entries):
+            self.problems.add(line, path, "needs exactly one of secret and secrets", "secret: whsec_...")
+        elif (single := self.text(spec, "secret", path)) is not None:
+            secrets = [single]
+        elif "secrets" in spec.entries:
+            entry = spec.entries["secrets"]
+            items = entry.node.items if isinstance(entry.node, Seq) else []
+            secrets = [i.value for i in items if isinstance(i, Scalar) and isinstance(i.value, str)]
+            if not 1 <= len(secrets) <= 2 or len(secrets) != len(items):
+                self.problems.add(entry.key_line, [*path, "secrets"], "not one or two secrets", "[new, old]")
+        for secret in secrets:
+            if (problem := secret_problem(secret)) is not None:
+                self.problems.add(line, [*path, "secret"], problem, "whsec_ and 24 to 64 bytes in base64")
+        return PortalRef(name, None, None, line, endpoint=url or "", secrets=tuple(secrets))
 
     def _route(self, name: str, entry: Entry, portals: Mapping[str, PortalRef], names: list[str]) -> Route | None:
         path: list[Segment] = ["routes", name]
@@ -182,11 +211,12 @@ class _FileParser(RuleParser):
         source = portals.get(ends["source"] or "")
         products = self.flag(node, "products", path)
         parts = node.entries
+        self._endpoint_ends(node, path, source, portals.get(ends["target"] or ""))
         rules = parts.get(fields_key)
         lines = {key: item.key_line for key, item in parts.items()}
         if rules is not None:
             lines["deal"] = rules.key_line
-        return Route(
+        route = Route(
             name=name,
             source=ends["source"] or "",
             target=ends["target"] or "",
@@ -202,6 +232,37 @@ class _FileParser(RuleParser):
             source_entity=kinds["source"],
             target_entity=kinds["target"],
         )
+        target = portals.get(route.target)
+        if target is not None and not target.is_portal:
+            parties = (("contact", route.contact), ("company", route.company))
+            scopes = [([fields_key], route.deal)] + [([name, "fields"], e.fields) for name, e in parties if e]
+            for where, scoped in scopes:
+                for field_name, rule in scoped.items():
+                    if rule.kind == "user":
+                        hint = "copy the source's user id, or from: ...EMAIL"
+                        problem = "an endpoint has no users to match"
+                        self.problems.add(rule.line, [*path, *where, field_name], problem, hint)
+        return route
+
+    def _endpoint_ends(
+        self, node: Map, path: list[Segment], source: PortalRef | None, target: PortalRef | None
+    ) -> None:
+        """An endpoint receives: it is no source, and what only a portal target has (its stages coming back, its
+        users, its contacts to match) is refused on a route to one."""
+        if source is not None and not source.is_portal:
+            hint = "a portal (app: or webhook:) as the source"
+            self.problems.add(node.entries["source"].key_line, [*path, "source"], "an endpoint is no source", hint)
+        if target is None or target.is_portal:
+            return
+        back = node.entries.get("status_back")
+        if back is not None and isinstance(back.node, Map) and "stages" in back.node.entries:
+            line = back.node.entries["stages"].key_line
+            self.problems.add(line, [*path, "status_back", "stages"], "an endpoint has no stages", "fields: only")
+        for scope in ("contact", "company"):
+            part = node.entries.get(scope)
+            if part is not None and isinstance(part.node, Map) and "match" in part.node.entries:
+                line = part.node.entries["match"].key_line
+                self.problems.add(line, [*path, scope, "match"], "an endpoint matches its own records", "fields: only")
 
     def _kind(self, node: Map, key: str, path: list[Segment]) -> RecordKind:
         """``source_entity: lead`` (deal when not given)."""

@@ -24,6 +24,7 @@ from b24bridge.runs.service import RunLog
 from .connections import Connections
 from .delivery import Deliverer
 from .mapping import MappingError
+from .receivers import Receiver, ReceiverError
 from .route_model import RouteFile
 from .schemas import BridgeConfigError, Busy, DeliveryResult
 from .status import StatusBackRunner
@@ -72,7 +73,7 @@ class BridgeRunner:
             result = await self._do(run)
         except (MappingError, BridgeConfigError) as exc:
             return await self.runs.finish(run.id, "failed", error=str(exc))
-        except BitrixError as exc:
+        except (BitrixError, ReceiverError) as exc:
             if exc.retryable or exc.uncertain:
                 await self._retry_later(run, str(exc))
             return await self.runs.finish(run.id, "failed", error=str(exc))
@@ -81,11 +82,13 @@ class BridgeRunner:
             return await self.runs.finish(run.id, "failed", error=str(exc))
         except RetryRun:
             raise
-        log.info("bridge.delivered", run_id=run.id, route=run.route, action=result.action, target=result.target_deal_id)
+        target_id = result.target_deal_id or result.target_ref
+        log.info("bridge.delivered", run_id=run.id, route=run.route, action=result.action, target=target_id)
         route = self.routes.routes.get(run.route or "")
         # A status run's record is the target's; a delivery's result names the target's record too.
         target = route.target_entity.name if route is not None else "deal"
-        return await self.runs.finish(run.id, "succeeded", outcome=_outcome(result, target))
+        endpoint = route.target if route is not None and not self.routes.portals[route.target].is_portal else None
+        return await self.runs.finish(run.id, "succeeded", outcome=_outcome(result, target, endpoint))
 
     async def _do(self, run: Run) -> DeliveryResult:
         route = self.routes.routes.get(run.route or "")
@@ -93,9 +96,11 @@ class BridgeRunner:
             raise BridgeConfigError(f"route {run.route!r} is not in the route file")
         deal_id = int(run.inputs["deal_id"])
         source = await self.connections.open(self.routes.portals[route.source])
-        target = await self.connections.open(self.routes.portals[route.target])
+        target = await self.connections.target(self.routes.portals[route.target])
         recorder = self.runs.recorder(run.id)
         if run.trigger == "status":
+            if isinstance(target, Receiver):
+                raise BridgeConfigError(f"route {route.name!r} hands over to an endpoint: no status comes back by hook")
             return await self.status.run(route, source, target, deal_id, recorder)
         # A retry, or a replay, may follow a write that happened: look the record up before writing it again.
         repeated = run.attempts > 1 or int(run.inputs.get("replays") or 0) > 0
@@ -111,6 +116,10 @@ class BridgeRunner:
             only_stages=event_stages,
         )
         fields_back = route.status_back is not None and bool(route.status_back.fields)
+        if isinstance(target, Receiver):
+            if fields_back and result.answer is not None:  # the endpoint's id (and answer) written to the source
+                await self.status.from_answer(route, source, target, deal_id, result, recorder)
+            return result
         if fields_back and result.target_deal_id and (result.action == "created" or repeated):
             # The partner sees the target deal (its ID, its URL) as soon as it exists, not at its first move.
             await self.status.run(route, source, target, result.target_deal_id, recorder)
@@ -153,8 +162,13 @@ class BridgeRunner:
         raise RetryRun(error, pause)
 
 
-def _outcome(result: DeliveryResult, target: str = "deal") -> dict[str, Any]:
-    message = f"{target.capitalize()} {result.target_deal_id} {result.action} in the target"
+def _outcome(result: DeliveryResult, target: str = "deal", endpoint: str | None = None) -> dict[str, Any]:
+    if endpoint is not None:
+        message = f"Handed to {endpoint}: {result.action}" + (
+            f", its id {result.target_ref}" if result.target_ref else ""
+        )
+    else:
+        message = f"{target.capitalize()} {result.target_deal_id} {result.action} in the target"
     return {
         "values": result.values(),
         "message": message,
@@ -163,4 +177,5 @@ def _outcome(result: DeliveryResult, target: str = "deal") -> dict[str, Any]:
         "contact_id": result.contact_id,
         "company_id": result.company_id,
         "note": result.note,
+        "target_ref": result.target_ref,
     }

@@ -43,6 +43,8 @@ class DeliveryResult:
     contact_id: int | None = None
     company_id: int | None = None
     note: str = ""
+    target_ref: str | None = None  # the record's id in your own system (a route to an HTTPS endpoint)
+    answer: dict[str, Any] | None = None  # that endpoint's JSON answer, for status_back (not kept in the run)
 
     def values(self) -> dict[str, Any]:
         """The robot's return values (``RETURN_PROPERTIES`` of the bridge robot)."""

@@ -18,6 +18,7 @@ from . import repository
 from .connections import Endpoint
 from .delivery import modified_at
 from .mapping import MappingContext, changed, map_fields, status_back_stage
+from .receivers import Receiver
 from .route_model import Route
 from .schemas import DeliveryResult
 from .writer import deal_url
@@ -70,3 +71,35 @@ class StatusBackRunner:
             sorted(update),
             note=f"source {mine.name} {link.source_id}",
         )
+
+    async def from_answer(
+        self,
+        route: Route,
+        source: Endpoint,
+        receiver: Receiver,
+        source_id: int,
+        handed: DeliveryResult,
+        observer: CallObserver,
+    ) -> None:
+        """An endpoint's answer back into the source record: ``status_back.fields`` computed from it (``target.ID``
+        is the id it gave), only what changed since the last answer written."""
+        assert route.status_back is not None
+        mine = route.source_entity
+        async with self.pool.connection() as conn:
+            links = await repository.links(conn, source.key, receiver.key, [(mine.entity, source_id)])
+        link = links.get((mine.entity, source_id))
+        if link is None:
+            return
+        target = {**(handed.answer or {}), "ID": handed.target_ref, "id": handed.target_ref}
+        context = MappingContext(target=target, source=source.view(), target_portal=receiver.view(), route=route.name)
+        values = map_fields(route.status_back.fields, "status_back", context)
+        update = changed(values, link.returned)
+        if not update:
+            return
+        await source.portal.call(
+            mine.method("update"),
+            {"id": source_id, "fields": update, "params": {"REGISTER_SONET_EVENT": "N"}},
+            observer=observer,
+        )
+        async with self.pool.connection() as conn:
+            await repository.save_links(conn, [dataclasses.replace(link, returned={**link.returned, **values})])
