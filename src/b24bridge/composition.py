@@ -198,7 +198,7 @@ def route_file(settings: Settings) -> RouteFile:
 async def open_receivers(settings: Settings) -> AsyncIterator[ReceiverClient]:
     """The client of routes' HTTPS endpoints: its own connection pool (never a portal's), no redirects followed."""
     timeout = httpx.Timeout(settings.endpoint_timeout, connect=min(5.0, settings.endpoint_timeout))
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
     async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False) as http:
         yield ReceiverClient(http, AddressPolicy(parse_networks(settings.endpoint_allow_networks)))
 
