@@ -2,20 +2,21 @@
 
     .venv/bin/python bench/endpoint.py [--deals 2000] [--rounds 3] [--database-url URL] [--json]
 
-Separate processes: a sandbox portal (``b24bridge sandbox``; its request limits off, and the route names it an
-enterprise portal: b24bridge's own limiter then allows a burst of 250 requests of 50 commands, so the source's two
-commands a delivery, the read and the id written back, do not bind and what is measured is the hand-over; on the
-cloud plan the source's limits bound a 4,000-deal run at 73 deliveries/s, and it measured 69.4), the receiver (``python -m b24bridge.sandbox.receiver``:
-checks every Standard Webhooks signature, applies each ``webhook-id`` once, answers with its record's id), and
-``b24bridge serve`` on its defaults (only what it needs to connect, plus ``B24BRIDGE_ENDPOINT_ALLOW_NETWORKS=
-127.0.0.1``, without which it refuses a loopback endpoint). Each round, interleaved:
+Separate processes: a sandbox portal (``b24bridge sandbox``, its request limits off), the receiver (``python -m
+b24bridge.sandbox.receiver``: checks every Standard Webhooks signature, applies each ``webhook-id`` once, answers
+with its record's id), and ``b24bridge serve`` on its defaults (only what it needs to connect, plus
+``B24BRIDGE_ENDPOINT_ALLOW_NETWORKS=127.0.0.1``, without which it refuses a loopback endpoint). The route names the
+portal an enterprise one: b24bridge's own limiter then allows a burst of 250 requests of 50 commands, so the
+source's two commands a delivery (the read, the id written back) do not bind and what is measured is the hand-over.
+(On the cloud plan the source's limits bound a 4,000-deal run at 73 deliveries/s; it measured 69.4.) Each round,
+interleaved:
 
 * **bridge**: ``--deals`` deals in the portal, each triggered through the route's hook; deliveries/s = deals / (first
-  trigger sent -> the receiver holding all of them). Each delivery reads the deal in the portal, maps it, checks
-  dedupe and the id map, POSTs it signed, keeps the receiver's id, and writes it back to the deal
-  (``status_back``), all in b24bridge's run log.
-* **bare**: a fresh receiver takes the same number of signed POSTs with the same kind of body straight from an
-  httpx client, one at a time (the fastest for httpx here): the most the receiver and loopback HTTP allow on this machine.
+  trigger sent -> every run succeeded). Each delivery reads the deal in the portal, maps it, checks dedupe and the
+  id map, POSTs it signed, keeps the receiver's id and writes it back to the deal (``status_back``), all in
+  b24bridge's run log. Also printed: a run's time queued and working (p50) and its calls' durations (p50).
+* **bare**: a fresh receiver takes as many signed POSTs with the same kind of body straight from an httpx client,
+  one at a time (the fastest for httpx here): the most the receiver and loopback HTTP allow on this machine.
 
 Printed: each round's figures, the medians, and bridge / bare.
 """
