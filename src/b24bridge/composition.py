@@ -33,6 +33,7 @@ from b24bridge.bridge.connections import Connections
 from b24bridge.bridge.dedupe import Dedupe
 from b24bridge.bridge.delivery import Deliverer
 from b24bridge.bridge.handover import EndpointTarget
+from b24bridge.bridge.inbound import InboundService
 from b24bridge.bridge.intake import BridgeIntake, run_lock
 from b24bridge.bridge.receivers import AddressPolicy, ReceiverClient, parse_networks
 from b24bridge.bridge.robot import BRIDGE_ROBOT
@@ -99,6 +100,7 @@ class Services:
             "oauth_flow": self.oauth,
             "robot_intake": self.robot_intake,
             "bridge_intake": self.bridge_intake,
+            "bridge_inbound": InboundService(self.routes, self.bridge_intake, self.runs),
             "admin": AdminService(
                 self.portals,
                 self.runs,

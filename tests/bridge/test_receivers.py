@@ -89,7 +89,7 @@ def test_what_only_a_portal_target_has_is_refused_on_a_route_to_an_endpoint() ->
         "routes.yaml:6: routes.r1.source: an endpoint is no source; allowed: a portal (app: or webhook:) as the source",
         "routes.yaml:13: routes.r1.status_back.stages: an endpoint has no stages; allowed: fields: only",
         "routes.yaml:12: routes.r1.contact.match: an endpoint matches its own records; allowed: fields: only",
-        "routes.yaml:11: routes.r1.deal.ASSIGNED_BY_ID: an endpoint has no users to match; allowed: copy the source's"
+        "routes.yaml:11: routes.r1.deal.ASSIGNED_BY_ID: users are matched between two portals only; allowed: copy the"
         " user id, or from: ...EMAIL",
     ]
 

@@ -155,7 +155,7 @@ def test_portals_need_exactly_one_way_in_and_a_usable_reference() -> None:
 def test_a_route_needs_a_trigger_the_robot_and_events_need_an_installed_app() -> None:
     assert problems(BASE.replace("{robot: true}", "{robot: false}")) == [
         "routes.yaml:8: routes.r1.triggers: no trigger; "
-        "allowed: robot: true, hook: {secret: ...}, events: {stages: [...]}"
+        "allowed: robot: true, hook: {secret: ...}, events: {stages: [...]}, inbound: {token: ...}"
     ]
     webhook_source = BASE.replace("source: partner", "source: acme").replace(
         "{robot: true}", '{robot: true, events: {stages: ["NEW"]}}'

@@ -56,7 +56,7 @@ class PortalDetail(PortalHealth):
 
 class RoutePortal(BaseModel):
     name: str = Field(description="the portal's key in the route file")
-    kind: Literal["app", "webhook", "endpoint"]
+    kind: Literal["app", "webhook", "endpoint", "inbound"]
     address: str = Field(
         description="an installed portal's domain or member_id; a webhook's host (never its code); an endpoint's URL"
         " without its query"

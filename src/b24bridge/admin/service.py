@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from typing import Literal
 from urllib.parse import urlsplit
 
 from b24bridge.bitrix.limiter import Limiter
@@ -88,8 +89,9 @@ def run_out(run: Run) -> RunOut:
 
 
 def route_portal(ref: PortalRef, key: str | None) -> RoutePortal:
-    if ref.endpoint is not None:
-        return RoutePortal(name=ref.name, kind="endpoint", address=key or "", plan="", key=key)
+    if ref.endpoint is not None or ref.inbound:
+        kind: Literal["endpoint", "inbound"] = "inbound" if ref.inbound else "endpoint"
+        return RoutePortal(name=ref.name, kind=kind, address="" if ref.inbound else key or "", plan="", key=key)
     if ref.app is not None:
         return RoutePortal(name=ref.name, kind="app", address=ref.app, plan=ref.plan, key=key)
     parts = urlsplit(ref.webhook or "")

@@ -15,7 +15,7 @@ from b24bridge.portals.directory import PortalDirectory
 from b24bridge.portals.service import PortalRegistry
 
 from .receivers import Receiver, endpoint_key
-from .route_model import PortalRef
+from .route_model import INBOUND, PortalRef
 from .schemas import BridgeConfigError
 
 
@@ -32,6 +32,22 @@ class Endpoint:
     def view(self) -> dict[str, str]:
         """The portal as a template sees it (``source`` / ``target_portal``): never a secret."""
         return {"name": self.name, "domain": self.domain, "member_id": self.key if "." not in self.key else ""}
+
+
+@dataclass(frozen=True)
+class InboundSource:
+    """The source of an inbound route: your own system, which POSTed the record (nothing to connect to)."""
+
+    key: str = INBOUND
+    name: str = INBOUND
+    domain: str = ""
+    web_url: str = ""
+
+    def view(self) -> dict[str, str]:
+        return {"name": self.name, "domain": "", "member_id": ""}
+
+
+Source = Endpoint | InboundSource
 
 
 class Connections:
@@ -51,8 +67,8 @@ class Connections:
         return self.receiver(ref) if ref.endpoint is not None else await self.open(ref)
 
     async def open(self, ref: PortalRef) -> Endpoint:
-        if ref.endpoint is not None:
-            raise BridgeConfigError(f"{ref.name!r} is an endpoint, not a portal")
+        if not ref.is_portal:
+            raise BridgeConfigError(f"{ref.name!r} is your own system, not a portal")
         if ref.webhook is not None:
             domain = urlsplit(ref.webhook).netloc.lower()
             portal = self._webhooks.get(ref.webhook)
@@ -79,6 +95,8 @@ class Connections:
         asks this for every trigger, the database away or not."""
         if ref.endpoint is not None:
             return endpoint_key(ref.endpoint)
+        if ref.inbound:
+            return INBOUND
         if ref.webhook is not None:
             return urlsplit(ref.webhook).netloc.lower()
         assert ref.app is not None

@@ -24,7 +24,7 @@ from b24bridge.bitrix import BitrixError, CallObserver, CommandResult
 from b24bridge.observability import get_logger
 
 from . import repository
-from .connections import Endpoint
+from .connections import Endpoint, Source
 from .dedupe import Dedupe, content_key
 from .handover import EndpointTarget, Mapped
 from .mapping import MappingContext, map_fields, map_products, reads_tax_number
@@ -60,7 +60,10 @@ def _without_echo(
 
 
 @dataclass
-class _Source:
+class SourceRecord:
+    """What a delivery starts from: the source record (read from the portal, or POSTed), its contact, company and
+    product rows."""
+
     deal: dict[str, Any]
     contact: dict[str, Any] | None
     company: dict[str, Any] | None
@@ -82,7 +85,7 @@ class Deliverer:
     async def deliver(
         self,
         route: Route,
-        source: Endpoint,
+        source: Source,
         target: Endpoint | Receiver,
         deal_id: int,
         *,
@@ -90,8 +93,14 @@ class Deliverer:
         repeated: bool,
         observer: CallObserver,
         only_stages: tuple[str, ...] | None = None,
+        given: SourceRecord | None = None,
     ) -> DeliveryResult:
-        found = await self._read_source(route, source, deal_id, observer)
+        """Deliver source record ``deal_id``: read from the source portal, or ``given`` (an inbound POST's)."""
+        if given is not None:
+            found = given
+        else:
+            assert isinstance(source, Endpoint)
+            found = await self._read_source(route, source, deal_id, observer)
         kind, entity = route.source_entity, route.source_entity.entity
         if only_stages is not None and str(found.deal.get(kind.stage_field) or "") not in only_stages:
             note = f"the {kind.name} is not in a stage this route's events take"
@@ -125,7 +134,7 @@ class Deliverer:
             route=route.name,
             entity=kind.name,
         )
-        if isinstance(target, Endpoint):  # an endpoint has no users (the route file refuses user rules for one)
+        if isinstance(source, Endpoint) and isinstance(target, Endpoint):  # user rules need two portals
             wanted_users = user_ids_of(user_rules, "deal", context)
             users = await self.users.match(source.portal, target.portal, wanted_users, observer)
             context = dataclasses.replace(context, users=users)
@@ -148,6 +157,7 @@ class Deliverer:
             return DeliveryResult(target_id, url, "skipped", note=note, target_ref=ref)
         try:
             if isinstance(target, Receiver):
+                assert isinstance(source, Endpoint)  # the route file refuses inbound -> endpoint
                 handed = Mapped(deal_values, contact_values, company_values, rows)
                 return await self.endpoints.write(
                     route, source, target, deal_id, found.deal, handed, deal_link, run_id=run_id, observer=observer
@@ -171,11 +181,11 @@ class Deliverer:
     async def _write(
         self,
         route: Route,
-        source: Endpoint,
+        source: Source,
         target: Endpoint,
         deal_id: int,
         links: Mapping[tuple[str, int], Link],
-        found: _Source,
+        found: SourceRecord,
         observer: CallObserver,
         repeated: bool,
         values: tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None, list[dict[str, Any]] | None],
@@ -201,7 +211,7 @@ class Deliverer:
             await asyncio.shield(writer.abandon(exc))
             raise
 
-    async def _read_source(self, route: Route, source: Endpoint, deal_id: int, observer: CallObserver) -> _Source:
+    async def _read_source(self, route: Route, source: Endpoint, deal_id: int, observer: CallObserver) -> SourceRecord:
         """One round trip: the deal, its rows, and its contact, company and requisites (only what the route uses),
         found through the deal's own CONTACT_ID and COMPANY_ID (``$result[deal][...]``). The related records are read
         by list filters and checked against the deal's ids here: a deal without a contact (an empty reference) reads
@@ -228,7 +238,7 @@ class Deliverer:
             requisites = [r for r in got["requisites"].unwrap() or [] if record_id(r.get("ENTITY_ID")) == company_id]
             inn = next((str(r["RQ_INN"]) for r in requisites if r.get("RQ_INN")), None)
             company = {**company, TAX_NUMBER: inn}
-        return _Source(deal, contact, company, rows)
+        return SourceRecord(deal, contact, company, rows)
 
 
 def _target_of(link: Link | None, target: Endpoint | Receiver, route: Route) -> tuple[int | None, str | None]:

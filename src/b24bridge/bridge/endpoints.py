@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse
 
+from b24bridge.apidoc import error_responses
 from b24bridge.forms import FormError, mapping, parse_form, text
 from b24bridge.portals.directory import UNKNOWN, PortalDirectory
 from b24bridge.portals.schemas import Check
 
+from .inbound import InboundAnswer, InboundService
 from .intake import BridgeIntake
-from .schemas import Accepted
+from .schemas import Accepted, InboundRecord
 
 router = APIRouter(tags=["bridge"])
 
@@ -25,7 +27,12 @@ async def _directory(request: Request) -> PortalDirectory:
     return cast(PortalDirectory, request.state.portal_directory)
 
 
+async def _inbound(request: Request) -> InboundService:
+    return cast(InboundService, request.state.bridge_inbound)
+
+
 IntakeDep = Annotated[BridgeIntake, Depends(_intake)]
+InboundDep = Annotated[InboundService, Depends(_inbound)]
 
 
 def _answer(answer: Accepted) -> JSONResponse:
@@ -100,3 +107,60 @@ async def bridge_status_hook(route: str, request: Request, intake: IntakeDep) ->
         return JSONResponse(exc.payload(), status_code=exc.status)
     secret = request.query_params.get("secret", "")
     return _answer(await intake.from_status_hook(route, secret, _deal(request, form), _correlation(request)))
+
+
+_INBOUND_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "delivered: the target record's id and page (``id``, ``url``), the run's id and action"},
+    202: {"description": "accepted, still waiting (for the portal's limits, say): ``run_id``; ask ``Location``"},
+    **error_responses(
+        400,
+        401,
+        404,
+        422,
+        503,
+        described={
+            400: "no Idempotency-Key, or a body that is not a record (the error names the field)",
+            401: "no bearer token, or not the route's (Authorization: Bearer ...)",
+            404: "no inbound route of this name, or no such run of it",
+            422: "the key was used with another body, or the delivery failed for good (its error)",
+        },
+    ),
+}
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _inbound_answer(answer: InboundAnswer) -> JSONResponse:
+    return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers or None)
+
+
+@router.post("/api/inbound/{route}", tags=["inbound"], responses=_INBOUND_ANSWERS, status_code=200)
+async def inbound_record(
+    route: Annotated[str, Path(max_length=64)],
+    body: InboundRecord,
+    request: Request,
+    inbound: InboundDep,
+    authorization: Annotated[str | None, Header(description="Bearer <the route's inbound token>")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", description="one key per record to create; at most 255 ASCII")
+    ] = None,
+) -> JSONResponse:
+    """Your system hands a record to a portal: created (or, with the same ``id``, updated) through the route's
+    mapping, exactly once per ``Idempotency-Key``."""
+    payload = body.model_dump(exclude_unset=True)
+    answer = await inbound.submit(route, _bearer(authorization), idempotency_key, payload, _correlation(request))
+    return _inbound_answer(answer)
+
+
+@router.get("/api/inbound/{route}/runs/{run_id}", tags=["inbound"], responses=_INBOUND_ANSWERS)
+async def inbound_run(
+    route: Annotated[str, Path(max_length=64)],
+    run_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    inbound: InboundDep,
+    authorization: Annotated[str | None, Header(description="Bearer <the route's inbound token>")] = None,
+) -> JSONResponse:
+    """How an inbound POST's delivery went (what a 202 pointed to)."""
+    return _inbound_answer(await inbound.status(route, _bearer(authorization), run_id))

@@ -219,7 +219,7 @@ class BridgeIntake:
         # A label names only a route of the file: a made-up name must not add a metric series.
         label = route_name if route is not None else "unknown"
         lock = deal_lock(member_id, deal_id or 0, kind)
-        stored = await self._stored(tasks.submission(run, lock=lock, check=check))
+        stored = await self.store(tasks.submission(run, lock=lock, check=check))
         if stored is None:
             metrics.inbound("robot", member_id, label, "unavailable")
             return UNAVAILABLE
@@ -229,7 +229,7 @@ class BridgeIntake:
         metrics.inbound("robot", member_id, label, "invalid" if error else stored.outcome)
         return Accepted(200, "accepted", stored.run_id, spooled=stored.outcome == "spooled")
 
-    async def _stored(self, submission: Submission) -> Stored | None:
+    async def store(self, submission: Submission) -> Stored | None:
         """What the intake made of ``submission``; None when neither the database nor the spool could keep it."""
         try:
             return await self.intake.accept(submission)
@@ -264,7 +264,7 @@ class BridgeIntake:
             queueing_lock=f"bridge:{direction}:{route.name}:{portal_key}:{deal_lock_id(deal_id, kind)}",
             check=check,
         )
-        stored = await self._stored(submission)
+        stored = await self.store(submission)
         if stored is None:
             metrics.inbound(trigger, portal_key, route.name, "unavailable")
             return UNAVAILABLE

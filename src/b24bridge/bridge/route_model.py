@@ -32,6 +32,7 @@ MATCH_SOURCE_FIELDS: Mapping[str, str] = MappingProxyType(
 # Whose request limits apply to a webhook portal (REFERENCE 2.1); an installed portal's come from its registry row.
 PLANS = ("cloud", "enterprise")
 TAX_NUMBER = "tax_number"  # a company's first requisite's RQ_INN, read and written as if it were a field
+INBOUND = "inbound"  # the source of routes your own systems POST records to (``POST /api/inbound/{route}``)
 FIELD_KEY = "field:"  # a match key on any field: "field:UF_CRM_INN", or "field:UF_CRM_INN>UF_CRM_TAX" (source>target)
 
 
@@ -79,10 +80,11 @@ class PortalRef(_Located):
     plan: str = "cloud"
     endpoint: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    inbound: bool = False  # ``source: inbound``: your own systems, through ``POST /api/inbound/{route}``
 
     @property
     def is_portal(self) -> bool:
-        return self.endpoint is None
+        return self.endpoint is None and not self.inbound
 
     def __repr__(self) -> str:
         webhook = None if self.webhook is None else _WEBHOOK_CODE.sub(r"\1***", self.webhook)
@@ -100,6 +102,7 @@ class Triggers(_Located):
     event_stages: tuple[str, ...]
     line: int
     lines: Mapping[str, int] = field(default_factory=_no_lines)  # "events.stages.0" -> line of that stage
+    inbound_token: str | None = field(default=None, repr=False)  # bearer token of POST /api/inbound/{route}
 
 
 @dataclass(frozen=True)

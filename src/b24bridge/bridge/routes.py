@@ -14,8 +14,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .entities import DEAL, KINDS, RecordKind
-from .receivers import endpoint_problem, secret_problem
 from .route_model import (
+    INBOUND,
     MATCH_KEYS,
     PLANS,
     EntityRule,
@@ -29,8 +29,9 @@ from .route_model import (
     field_key,
     frozen,
 )
+from .routes_systems import INBOUND_REF, SystemsParser
 from .routes_yaml import Entry, Map, Problems, Scalar, Segment, Seq, Tree, choices, parse
-from .rules_parse import FIELD_NAME, RuleParser
+from .rules_parse import FIELD_NAME
 
 __all__ = [
     "EntityRule",
@@ -52,8 +53,7 @@ _SECRET = re.compile(r"[A-Za-z0-9._~-]+")
 _APP_REF = re.compile(r"[0-9a-f]{32}|[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?")
 _WEBHOOK_PATH = re.compile(r"/rest/\d+/[^/]+/?")
 WEBHOOK_ALLOWED = "https://<portal>/rest/<user id>/<code>/ (plain http only on loopback, for the sandbox)"
-ENDPOINT_ALLOWED = "https://<your system>/<path> (http only to networks B24BRIDGE_ENDPOINT_ALLOW_NETWORKS lists)"
-TRIGGER_ALLOWED = "robot: true, hook: {secret: ...}, events: {stages: [...]}"
+TRIGGER_ALLOWED = "robot: true, hook: {secret: ...}, events: {stages: [...]}, inbound: {token: ...}"
 
 
 class RoutesError(ValueError):
@@ -108,7 +108,7 @@ def webhook_problem(url: str) -> str | None:
     return None
 
 
-class _FileParser(RuleParser):
+class _FileParser(SystemsParser):
     def read(self, tree: Tree) -> RouteFile | None:
         root = self.mapping(tree, [], 1, "a mapping with portals: and routes:")
         if root is None:
@@ -126,6 +126,8 @@ class _FileParser(RuleParser):
                     routes[name] = route
             if node is not None and not node.entries:
                 self.problems.add(route_entry.key_line, ["routes"], "no route", "at least one route")
+        if any(route.source == INBOUND for route in routes.values()):
+            portals[INBOUND] = INBOUND_REF
         return RouteFile(self.problems.file, frozen(portals), frozen(routes))
 
     def _portals(self, entry: Entry) -> dict[str, PortalRef]:
@@ -135,6 +137,8 @@ class _FileParser(RuleParser):
             path: list[Segment] = ["portals", name]
             if not NAME.fullmatch(name):
                 self.problems.add(item.key_line, path, "not a portal name", NAME_ALLOWED)
+            if name == INBOUND:
+                self.problems.add(item.key_line, path, "a reserved name", "source: inbound names your own systems")
             spec = self.mapping(item.node, path, item.key_line, "{app: <domain or member_id>} or {webhook: <URL>}")
             if spec is None:
                 continue
@@ -164,28 +168,6 @@ class _FileParser(RuleParser):
             portals[name] = PortalRef(name, app, webhook, item.key_line, plan=plan or "cloud")
         return portals
 
-    def _endpoint(self, name: str, spec: Map, path: list[Segment], line: int) -> PortalRef:
-        """``{endpoint: https://..., secret: whsec_...}`` (or ``secrets: [new, old]`` while one is rotated)."""
-        self.keys(spec, path, line, known=("endpoint", "secret", "secrets"), required=("endpoint",))
-        url = self.text(spec, "endpoint", path)
-        if url is not None and (problem := endpoint_problem(url)) is not None:
-            self.problems.add(spec.entries["endpoint"].key_line, [*path, "endpoint"], problem, ENDPOINT_ALLOWED)
-        secrets: list[str] = []
-        if ("secret" in spec.entries) == ("secrets" in spec.entries):
-            self.problems.add(line, path, "needs exactly one of secret and secrets", "secret: whsec_...")
-        elif (single := self.text(spec, "secret", path)) is not None:
-            secrets = [single]
-        elif "secrets" in spec.entries:
-            entry = spec.entries["secrets"]
-            items = entry.node.items if isinstance(entry.node, Seq) else []
-            secrets = [i.value for i in items if isinstance(i, Scalar) and isinstance(i.value, str)]
-            if not 1 <= len(secrets) <= 2 or len(secrets) != len(items):
-                self.problems.add(entry.key_line, [*path, "secrets"], "not one or two secrets", "[new, old]")
-        for secret in secrets:
-            if (problem := secret_problem(secret)) is not None:
-                self.problems.add(line, [*path, "secret"], problem, "whsec_ and 24 to 64 bytes in base64")
-        return PortalRef(name, None, None, line, endpoint=url or "", secrets=tuple(secrets))
-
     def _route(self, name: str, entry: Entry, portals: Mapping[str, PortalRef], names: list[str]) -> Route | None:
         path: list[Segment] = ["routes", name]
         if not NAME.fullmatch(name):
@@ -201,17 +183,17 @@ class _FileParser(RuleParser):
         ends: dict[str, str | None] = {}
         for end in ("source", "target"):
             ends[end] = self.text(node, end, path)
-            if ends[end] is not None and ends[end] not in names:
+            if ends[end] is not None and ends[end] not in names and (end, ends[end]) != ("source", INBOUND):
                 self.problems.add(
                     node.entries[end].key_line,
                     [*path, end],
                     f"unknown portal {ends[end]!r}",
                     choices(str(ends[end]), names),
                 )
-        source = portals.get(ends["source"] or "")
+        source = INBOUND_REF if ends["source"] == INBOUND else portals.get(ends["source"] or "")
         products = self.flag(node, "products", path)
         parts = node.entries
-        self._endpoint_ends(node, path, source, portals.get(ends["target"] or ""))
+        self._system_ends(node, path, source, portals.get(ends["target"] or ""))
         rules = parts.get(fields_key)
         lines = {key: item.key_line for key, item in parts.items()}
         if rules is not None:
@@ -232,37 +214,8 @@ class _FileParser(RuleParser):
             source_entity=kinds["source"],
             target_entity=kinds["target"],
         )
-        target = portals.get(route.target)
-        if target is not None and not target.is_portal:
-            parties = (("contact", route.contact), ("company", route.company))
-            scopes = [([fields_key], route.deal)] + [([name, "fields"], e.fields) for name, e in parties if e]
-            for where, scoped in scopes:
-                for field_name, rule in scoped.items():
-                    if rule.kind == "user":
-                        hint = "copy the source's user id, or from: ...EMAIL"
-                        problem = "an endpoint has no users to match"
-                        self.problems.add(rule.line, [*path, *where, field_name], problem, hint)
+        self._system_rules(route, path, source, portals.get(route.target))
         return route
-
-    def _endpoint_ends(
-        self, node: Map, path: list[Segment], source: PortalRef | None, target: PortalRef | None
-    ) -> None:
-        """An endpoint receives: it is no source, and what only a portal target has (its stages coming back, its
-        users, its contacts to match) is refused on a route to one."""
-        if source is not None and not source.is_portal:
-            hint = "a portal (app: or webhook:) as the source"
-            self.problems.add(node.entries["source"].key_line, [*path, "source"], "an endpoint is no source", hint)
-        if target is None or target.is_portal:
-            return
-        back = node.entries.get("status_back")
-        if back is not None and isinstance(back.node, Map) and "stages" in back.node.entries:
-            line = back.node.entries["stages"].key_line
-            self.problems.add(line, [*path, "status_back", "stages"], "an endpoint has no stages", "fields: only")
-        for scope in ("contact", "company"):
-            part = node.entries.get(scope)
-            if part is not None and isinstance(part.node, Map) and "match" in part.node.entries:
-                line = part.node.entries["match"].key_line
-                self.problems.add(line, [*path, scope, "match"], "an endpoint matches its own records", "fields: only")
 
     def _kind(self, node: Map, key: str, path: list[Segment]) -> RecordKind:
         """``source_entity: lead`` (deal when not given)."""
@@ -281,7 +234,8 @@ class _FileParser(RuleParser):
         node = None if entry is None else self.mapping(entry.node, path, entry.key_line, TRIGGER_ALLOWED)
         if entry is None or node is None:
             return empty
-        self.keys(node, path, entry.key_line, known=("robot", "hook", "events"))
+        self.keys(node, path, entry.key_line, known=("robot", "hook", "events", "inbound"))
+        token = self._inbound_token(node, path, source)
         robot = self.flag(node, "robot", path)
         secret, stages = None, list[str]()
         lines = {key: item.key_line for key, item in node.entries.items()}
@@ -290,9 +244,9 @@ class _FileParser(RuleParser):
         if (events := node.entries.get("events")) is not None:
             stages, stage_lines = self._event_stages(events, [*path, "events"])
             lines.update(stage_lines)
-        if not (robot or hook or events):
+        if not (robot or hook or events or "inbound" in node.entries):
             self.problems.add(entry.key_line, path, "no trigger", TRIGGER_ALLOWED)
-        if source is not None and source.app is None:
+        if source is not None and source.app is None and not source.inbound:
             for key in ("robot", "events"):
                 if key in node.entries and (key != "robot" or robot):
                     self.problems.add(
@@ -301,7 +255,7 @@ class _FileParser(RuleParser):
                         f"needs b24bridge installed in portal {source.name!r} (it is a webhook)",
                         "hook: for a webhook-only source, or app: for the portal",
                     )
-        return Triggers(robot, secret, tuple(stages), entry.key_line, frozen(lines))
+        return Triggers(robot, secret, tuple(stages), entry.key_line, frozen(lines), inbound_token=token)
 
     def _secret(self, entry: Entry, path: list[Segment]) -> str | None:
         node = self.mapping(entry.node, path, entry.key_line, "{secret: <at least 16 characters>}")

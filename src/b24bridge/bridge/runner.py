@@ -21,8 +21,9 @@ from b24bridge.runs.retry import RetryRun, next_pause
 from b24bridge.runs.schemas import RetrySchedule, Run
 from b24bridge.runs.service import RunLog
 
-from .connections import Connections
+from .connections import Connections, InboundSource
 from .delivery import Deliverer
+from .inbound_record import inbound_record
 from .mapping import MappingError
 from .receivers import Receiver, ReceiverError
 from .route_model import RouteFile
@@ -95,15 +96,21 @@ class BridgeRunner:
         if route is None:
             raise BridgeConfigError(f"route {run.route!r} is not in the route file")
         deal_id = int(run.inputs["deal_id"])
-        source = await self.connections.open(self.routes.portals[route.source])
         target = await self.connections.target(self.routes.portals[route.target])
         recorder = self.runs.recorder(run.id)
+        repeated = run.attempts > 1 or int(run.inputs.get("replays") or 0) > 0
+        if run.trigger == "inbound":  # your system POSTed the record: nothing to read, nothing to write back
+            given = inbound_record(run.inputs["inbound"], deal_id, route.name)
+            return await self.deliverer.deliver(
+                route, InboundSource(), target, deal_id, run_id=run.id, repeated=repeated, observer=recorder,
+                given=given,
+            )  # fmt: skip
+        source = await self.connections.open(self.routes.portals[route.source])
         if run.trigger == "status":
             if isinstance(target, Receiver):
                 raise BridgeConfigError(f"route {route.name!r} hands over to an endpoint: no status comes back by hook")
             return await self.status.run(route, source, target, deal_id, recorder)
-        # A retry, or a replay, may follow a write that happened: look the record up before writing it again.
-        repeated = run.attempts > 1 or int(run.inputs.get("replays") or 0) > 0
+        # A retry, or a replay, may follow a write that happened: ``repeated`` looks the record up before writing.
         event_stages = route.triggers.event_stages if run.trigger == "event" else None
         result = await self.deliverer.deliver(
             route,

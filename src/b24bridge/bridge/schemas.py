@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 # The bridge robot: placed on a deal stage in a source portal; its property names the route.
 ROBOT_CODE = "b24bridge_bridge_deal"
 # How a delivery was asked for: the bridge robot, the source's outbound-webhook rule, a CRM event, the target's
@@ -49,3 +51,18 @@ class DeliveryResult:
     def values(self) -> dict[str, Any]:
         """The robot's return values (``RETURN_PROPERTIES`` of the bridge robot)."""
         return {"target_deal_id": self.target_deal_id or 0, "target_deal_url": self.target_deal_url or ""}
+
+
+class InboundRecord(BaseModel):
+    """The body of ``POST /api/inbound/{route}``: a record your system hands to a portal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    record: dict[str, Any] = Field(description="the record's fields, as the route's rules read them (record.title)")
+    id: str | int | None = Field(
+        default=None,
+        description="your system's id of the record: a later POST with the same id updates the record it created",
+    )
+    contact: dict[str, Any] | None = Field(default=None, description="its contact, for the route's contact rules")
+    company: dict[str, Any] | None = Field(default=None, description="its company, for the route's company rules")
+    products: list[dict[str, Any]] | None = Field(default=None, description="its product rows")

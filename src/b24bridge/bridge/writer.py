@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from b24bridge.bitrix import BitrixError, CallObserver, CommandResult
 
 from . import repository
-from .connections import Endpoint
+from .connections import Endpoint, Source
 from .entities import DEAL, RecordKind
 from .mapping import MULTIFIELDS, changed, fingerprint, match_lookups
 from .repository import Link
@@ -56,7 +56,7 @@ class TargetWriter:
         pool: AsyncConnectionPool,
         creating: dict[tuple[str, str, int], asyncio.Future[int]],
         route: Route,
-        source: Endpoint,
+        source: Source,
         target: Endpoint,
         links: Mapping[tuple[str, int], Link],
         observer: CallObserver,

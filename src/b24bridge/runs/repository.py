@@ -99,6 +99,13 @@ async def calls(conn: Conn, run_id: int) -> list[RunCall]:
         return [RunCall(**row) for row in await cur.fetchall()]
 
 
+async def by_intake_key(conn: Conn, intake_key: str) -> Run | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_COLUMNS} FROM runs WHERE intake_key = %s", (intake_key,))
+        row = await cur.fetchone()
+    return None if row is None else Run(**row)
+
+
 async def start_attempt(conn: Conn, run_id: int) -> Run | None:
     """Count an attempt (of the work, or of the answer once the work is done); a queued run becomes running.
 

@@ -134,6 +134,11 @@ class RunLog:
         async with self.pool.connection() as conn:
             return await repository.get(conn, run_id)
 
+    async def by_intake_key(self, intake_key: str) -> Run | None:
+        """The run a call was accepted as (its intake key: an inbound POST's Idempotency-Key, say)."""
+        async with self.pool.connection() as conn:
+            return await repository.by_intake_key(conn, intake_key)
+
     async def list_runs(self, where: RunFilter | None = None, limit: int = 50) -> list[Run]:
         where = where or RunFilter()
         if where.status is not None and where.status not in STATUSES:
