@@ -153,3 +153,34 @@ def test_an_unchanged_deal_is_not_sent_again_and_a_changed_one_carries_the_recei
     assert runs[2]["outcome"]["action"] == "updated" and record["versions"] == 2
     assert record["last"]["previous_id"] == record["id"] == "ERP-1"
     assert record["last"]["record"]["TITLE"] == "Order 0, amended"
+
+
+def test_a_refusal_is_dead_at_once_with_the_endpoints_words_and_a_replay_delivers_it_once(
+    bridge_factory: Callable[..., BridgeService], receiver: tuple[LiveServer, ReceiverState]
+) -> None:
+    from tests.bridge_flows.test_replay import _cli
+
+    live, state = receiver
+    state.error_rate = state.slow_rate = 0.0
+    state.refuse_status = 400
+    bridge = _start(bridge_factory, f"{live.base_url}/b24/orders")
+    source = bridge.source
+    result(source, "crm.deal.userfield.add", {"fields": {"FIELD_NAME": "ERP_ORDER", "USER_TYPE_ID": "string"}})
+    [deal] = _deals(source, 1, result(source, "crm.contact.add", {"fields": {"NAME": "Cy"}}))
+    with httpx.Client(timeout=10) as client:
+        answer = client.get(
+            f"{bridge.base_url}/bridge/hooks/deals-to-erp", params={"secret": HOOK_SECRET, "deal": str(deal)}
+        )
+        assert answer.status_code == 200, answer.text
+    [run] = bridge.settled_runs(1)
+    assert run["status"] == "dead" and run["attempts"] == 1, "a 400 is not retried"
+    assert run["error"] == 'endpoint erp answered 400: {"error":"record refused: TITLE is required"}'
+    assert state.requests == 1 and not state.records
+
+    state.refuse_status = None
+    replayed = _cli(bridge, "runs", "replay", "--status", "dead", "--route", "deals-to-erp")
+    assert replayed.returncode == 0, replayed.stderr
+    [run] = bridge.settled_runs(1)
+    assert run["status"] == "succeeded", run["error"]
+    [record] = state.records.values()
+    assert record["versions"] == 1 and result(source, "crm.deal.get", {"id": deal})["UF_CRM_ERP_ORDER"] == record["id"]

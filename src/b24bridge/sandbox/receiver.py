@@ -34,6 +34,7 @@ class ReceiverState:
     slow_rate: float = 0.0  # applied, answered after slow_seconds
     slow_seconds: float = 2.0
     seed: int = 0
+    refuse_status: int | None = None  # answered to every signed request (with an error body), nothing applied
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # source record key -> record
     applied: dict[str, str] = field(default_factory=dict)  # webhook-id -> record id
     requests: int = 0
@@ -72,6 +73,8 @@ def create_receiver_app(state: ReceiverState) -> Starlette:
         if not isinstance(payload, dict):
             state.refused_signatures += 1
             return JSONResponse({"error": "signature"}, status_code=401)
+        if state.refuse_status is not None:
+            return JSONResponse({"error": "record refused: TITLE is required"}, status_code=state.refuse_status)
         draw = state.rng.random()
         if draw < state.error_rate:
             state.errors_sent += 1
