@@ -32,7 +32,6 @@ from b24bridge.bridge import tasks as bridge_tasks
 from b24bridge.bridge.connections import Connections
 from b24bridge.bridge.dedupe import Dedupe
 from b24bridge.bridge.delivery import Deliverer
-from b24bridge.bridge.handover import EndpointTarget
 from b24bridge.bridge.inbound import InboundService
 from b24bridge.bridge.intake import BridgeIntake, run_lock
 from b24bridge.bridge.receivers import AddressPolicy, ReceiverClient, parse_networks
@@ -300,7 +299,7 @@ async def open_services(
             pool,
             UserDirectory(),
             Dedupe(pool, redis, settings.bridge_dedupe_window),
-            EndpointTarget(pool, await stack.enter_async_context(open_receivers(settings))),
+            await stack.enter_async_context(open_receivers(settings)),
         )
         robot_sync = RobotSync(pool, portals, robots, settings.public_url)
         bridge_intake = BridgeIntake(routes, portals, connections, intake, keys, settings.public_url)

@@ -34,22 +34,6 @@ class Endpoint:
         return {"name": self.name, "domain": self.domain, "member_id": self.key if "." not in self.key else ""}
 
 
-@dataclass(frozen=True)
-class InboundSource:
-    """The source of an inbound route: your own system, which POSTed the record (nothing to connect to)."""
-
-    key: str = INBOUND
-    name: str = INBOUND
-    domain: str = ""
-    web_url: str = ""
-
-    def view(self) -> dict[str, str]:
-        return {"name": self.name, "domain": "", "member_id": ""}
-
-
-Source = Endpoint | InboundSource
-
-
 class Connections:
     def __init__(self, registry: PortalRegistry, directory: PortalDirectory, bitrix: BitrixClient) -> None:
         self.registry = registry

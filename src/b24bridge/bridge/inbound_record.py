@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from .delivery import SourceRecord
+from .adapters import SourceRecord
 from .mapping import canonical_json
 
 

@@ -21,13 +21,14 @@ from b24bridge.runs.retry import RetryRun, next_pause
 from b24bridge.runs.schemas import RetrySchedule, Run
 from b24bridge.runs.service import RunLog
 
-from .connections import Connections, InboundSource
+from .connections import Connections
 from .delivery import Deliverer
 from .inbound_record import inbound_record
 from .mapping import MappingError
 from .receivers import Receiver, ReceiverError
 from .route_model import RouteFile
 from .schemas import BridgeConfigError, Busy, DeliveryResult
+from .sources import PortalSource, PostedSource
 from .status import StatusBackRunner
 
 log = get_logger(__name__)
@@ -96,25 +97,25 @@ class BridgeRunner:
         if route is None:
             raise BridgeConfigError(f"route {run.route!r} is not in the route file")
         deal_id = int(run.inputs["deal_id"])
-        target = await self.connections.target(self.routes.portals[route.target])
+        target_end = await self.connections.target(self.routes.portals[route.target])
+        target = self.deliverer.target(target_end)
         recorder = self.runs.recorder(run.id)
+        # A retry, or a replay, may follow a write that happened: ``repeated`` looks the record up before writing.
         repeated = run.attempts > 1 or int(run.inputs.get("replays") or 0) > 0
         if run.trigger == "inbound":  # your system POSTed the record: nothing to read, nothing to write back
-            given = inbound_record(run.inputs["inbound"], deal_id, route.name)
+            posted = PostedSource(inbound_record(run.inputs["inbound"], deal_id, route.name))
             return await self.deliverer.deliver(
-                route, InboundSource(), target, deal_id, run_id=run.id, repeated=repeated, observer=recorder,
-                given=given,
-            )  # fmt: skip
+                route, posted, target, deal_id, run_id=run.id, repeated=repeated, observer=recorder
+            )
         source = await self.connections.open(self.routes.portals[route.source])
         if run.trigger == "status":
-            if isinstance(target, Receiver):
+            if isinstance(target_end, Receiver):
                 raise BridgeConfigError(f"route {route.name!r} hands over to an endpoint: no status comes back by hook")
-            return await self.status.run(route, source, target, deal_id, recorder)
-        # A retry, or a replay, may follow a write that happened: ``repeated`` looks the record up before writing.
+            return await self.status.run(route, source, target_end, deal_id, recorder)
         event_stages = route.triggers.event_stages if run.trigger == "event" else None
         result = await self.deliverer.deliver(
             route,
-            source,
+            PortalSource(source),
             target,
             deal_id,
             run_id=run.id,
@@ -123,13 +124,13 @@ class BridgeRunner:
             only_stages=event_stages,
         )
         fields_back = route.status_back is not None and bool(route.status_back.fields)
-        if isinstance(target, Receiver):
+        if isinstance(target_end, Receiver):
             if fields_back and result.answer is not None:  # the endpoint's id (and answer) written to the source
-                await self.status.from_answer(route, source, target, deal_id, result, recorder)
+                await self.status.from_answer(route, source, target_end, deal_id, result, recorder)
             return result
         if fields_back and result.target_deal_id and (result.action == "created" or repeated):
             # The partner sees the target deal (its ID, its URL) as soon as it exists, not at its first move.
-            await self.status.run(route, source, target, result.target_deal_id, recorder)
+            await self.status.run(route, source, target_end, result.target_deal_id, recorder)
         return result
 
     async def _answer(self, run: Run) -> None:

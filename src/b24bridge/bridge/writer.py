@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from b24bridge.bitrix import BitrixError, CallObserver, CommandResult
 
 from . import repository
-from .connections import Endpoint, Source
+from .connections import Endpoint
 from .entities import DEAL, RecordKind
 from .mapping import MULTIFIELDS, changed, fingerprint, match_lookups
 from .repository import Link
@@ -56,7 +56,7 @@ class TargetWriter:
         pool: AsyncConnectionPool,
         creating: dict[tuple[str, str, int], asyncio.Future[int]],
         route: Route,
-        source: Source,
+        source_key: str,
         target: Endpoint,
         links: Mapping[tuple[str, int], Link],
         observer: CallObserver,
@@ -65,7 +65,7 @@ class TargetWriter:
         # New contacts and companies being created in this process (shared by every writer of one Deliverer).
         self.creating = creating
         self.route = route
-        self.source = source
+        self.source_key = source_key
         self.target = target
         self.links = links
         self.observer = observer
@@ -79,7 +79,7 @@ class TargetWriter:
         """A record this bridge created for ``source_id`` earlier (its map row lost, or its write uncertain)."""
         parties = {"CONTACT": "crm.contact.list", "COMPANY": "crm.company.list"}
         method = parties.get(entity) or self.route.target_entity.method("list")
-        flt = {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, entity, source_id)}
+        flt = {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source_key, entity, source_id)}
         found = await self.target.portal.call(method, {"filter": flt, "select": ["ID"]}, observer=self.observer)
         return record_id(found[0]["ID"]) if isinstance(found, list) and found else None
 
@@ -158,7 +158,7 @@ class TargetWriter:
             self._link(entity, source_id, found, values, None)
             return found
         name = entity.lower()
-        fields = {**values, "ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, entity, source_id)}
+        fields = {**values, "ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source_key, entity, source_id)}
         self.chain.append((name, f"crm.{name}.add", {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}))
         if entity == "COMPANY" and tax:
             requisite = {
@@ -177,7 +177,7 @@ class TargetWriter:
     ) -> None:
         self.new_links.append(
             Link(
-                self.source.key,
+                self.source_key,
                 self.target.key,
                 entity,
                 source_id,
@@ -192,7 +192,7 @@ class TargetWriter:
 
     async def _claim(self, entity: str, source_id: int) -> int:
         """Claim the creation across processes; when another holds it, wait for its record: its id (0: ours)."""
-        pool, keys = self.pool, (self.source.key, self.target.key, entity, source_id)
+        pool, keys = self.pool, (self.source_key, self.target.key, entity, source_id)
         deadline = asyncio.get_running_loop().time() + CLAIM_WAIT
         while True:
             async with pool.connection() as conn:
@@ -247,7 +247,7 @@ class TargetWriter:
         delivered = dict(link.delivered) if link is not None else {}
         rows_print = fingerprint({"rows": rows}) if rows is not None else None
         if target_id is None:
-            fields |= {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source.key, source_kind, deal_id)}
+            fields |= {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source_key, source_kind, deal_id)}
             self.chain.append(("deal", kind.method("add"), {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}))
             deal_ref: Any = "$result[deal]"
             action = "created"
@@ -281,7 +281,7 @@ class TargetWriter:
         modified = source_deal.get("DATE_MODIFY")
         self.new_links.append(
             Link(
-                self.source.key,
+                self.source_key,
                 self.target.key,
                 source_kind,
                 deal_id,

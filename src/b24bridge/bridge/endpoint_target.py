@@ -8,16 +8,12 @@ last given is kept as a fingerprint: the same mapped content again is ``unchange
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from b24bridge.bitrix import CallObserver
-
 from . import repository
-from .connections import Endpoint
+from .adapters import Handover
 from .mapping import fingerprint
 from .receivers import Receiver, ReceiverClient, message_id
 from .repository import ENDPOINT_RECORD, Link
@@ -28,29 +24,17 @@ MESSAGE_TYPE = "b24bridge.handover"
 FINGERPRINT_KEY = "__message__"
 
 
-@dataclass(frozen=True)
-class Mapped:
-    """One delivery's mapped values: the record, its contact and company (None: none), its product rows."""
-
-    record: dict[str, Any]
-    contact: dict[str, Any] | None
-    company: dict[str, Any] | None
-    rows: list[dict[str, Any]] | None
-
-
-def message(
-    route: Route, source: Endpoint, source_id: int, stage: str, mapped: Mapped, link: Link | None
-) -> dict[str, Any]:
-    kind = route.source_entity
+def message(handover: Handover) -> dict[str, Any]:
+    route, link, mapped = handover.route, handover.link, handover.mapped
     return {
         "type": MESSAGE_TYPE,
         "route": route.name,
         "source": {
-            "portal": source.view(),
-            "entity": kind.name,
-            "id": source_id,
-            "stage": stage,
-            "url": kind.url(source.web_url, source_id),
+            "portal": dict(handover.source_view),
+            "entity": route.source_entity.name,
+            "id": handover.record_id,
+            "stage": str(handover.found.deal.get(route.source_entity.stage_field) or ""),
+            "url": handover.source_url,
         },
         "record": mapped.record,
         "contact": mapped.contact,
@@ -61,38 +45,41 @@ def message(
 
 
 class EndpointTarget:
-    def __init__(self, pool: AsyncConnectionPool, client: ReceiverClient) -> None:
+    def __init__(self, pool: AsyncConnectionPool, client: ReceiverClient, receiver: Receiver) -> None:
         self.pool = pool
         self.client = client
+        self.receiver = receiver
 
-    async def write(
-        self,
-        route: Route,
-        source: Endpoint,
-        receiver: Receiver,
-        source_id: int,
-        source_record: Mapping[str, Any],
-        mapped: Mapped,
-        link: Link | None,
-        *,
-        run_id: int,
-        observer: CallObserver,
-    ) -> DeliveryResult:
-        """POST the record (unless the endpoint has this very content already); the result and the endpoint's answer."""
-        stage = str(source_record.get(route.source_entity.stage_field) or "")
-        body = message(route, source, source_id, stage, mapped, link)
+    @property
+    def key(self) -> str:
+        return self.receiver.key
+
+    @property
+    def portal(self) -> None:
+        return None
+
+    def view(self) -> dict[str, str]:
+        return self.receiver.view()
+
+    def linked(self, route: Route, link: Link | None) -> DeliveryResult:
+        return DeliveryResult(None, None, "skipped", target_ref=link.target_ref if link is not None else None)
+
+    async def write(self, handover: Handover) -> DeliveryResult:
+        """POST the record (unless the endpoint has this very content already); what it did, with its answer."""
+        route, link = handover.route, handover.link
+        body = message(handover)
         content = fingerprint({k: v for k, v in body.items() if k != "previous_id"})
         if link is not None and link.delivered.get(FINGERPRINT_KEY) == content:
             return DeliveryResult(None, None, "unchanged", target_ref=link.target_ref)
-        msg_id = message_id(source.key, route.name, run_id)
-        answer = await self.client.post(receiver, msg_id, body, observer)
+        msg_id = message_id(handover.source_key, route.name, handover.run_id)
+        answer = await self.client.post(self.receiver, msg_id, body, handover.observer)
         ref = answer.id or (link.target_ref if link is not None else None)
-        modified = source_record.get("DATE_MODIFY")
+        modified = handover.found.deal.get("DATE_MODIFY")
         saved = Link(
-            source.key,
-            receiver.key,
+            handover.source_key,
+            self.receiver.key,
             route.source_entity.entity,
-            source_id,
+            handover.record_id,
             ENDPOINT_RECORD,
             route.name,
             {FINGERPRINT_KEY: content},
@@ -104,6 +91,6 @@ class EndpointTarget:
         async with self.pool.connection() as conn:
             await repository.save_links(conn, [saved])
         action = "created" if link is None else "updated"
+        changed = sorted(handover.mapped.record)
         note = f"message {msg_id}"
-        changed = sorted(mapped.record)
         return DeliveryResult(None, None, action, changed, target_ref=ref, note=note, answer=dict(answer.body))
