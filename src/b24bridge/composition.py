@@ -34,6 +34,7 @@ from b24bridge.bridge.dedupe import Dedupe
 from b24bridge.bridge.delivery import Deliverer
 from b24bridge.bridge.inbound import InboundService
 from b24bridge.bridge.intake import BridgeIntake, run_lock
+from b24bridge.bridge.kinds import ProcessTypes
 from b24bridge.bridge.receivers import AddressPolicy, ReceiverClient, parse_networks
 from b24bridge.bridge.robot import BRIDGE_ROBOT
 from b24bridge.bridge.route_model import RouteFile
@@ -115,6 +116,8 @@ class Services:
                 "ONCRMDEALUPDATE": self.bridge_intake.on_deal_event,
                 "ONCRMLEADADD": self.bridge_intake.on_deal_event,
                 "ONCRMLEADUPDATE": self.bridge_intake.on_deal_event,
+                "ONCRMDYNAMICITEMADD": self.bridge_intake.on_deal_event,
+                "ONCRMDYNAMICITEMUPDATE": self.bridge_intake.on_deal_event,
             },
         }
 
@@ -335,7 +338,9 @@ async def open_services(
             routes=routes,
             bridge_connections=connections,
             bridge_intake=bridge_intake,
-            bridge_runner=BridgeRunner(routes, connections, deliverer, StatusBackRunner(pool), runs, schedule),
+            bridge_runner=BridgeRunner(
+                routes, connections, deliverer, StatusBackRunner(pool), runs, schedule, ProcessTypes()
+            ),
             directory=directory,
             intake=intake,
         )

@@ -236,7 +236,7 @@ def test_bad_rules_are_named_with_what_is_allowed() -> None:
         f"routes.yaml:11: routes.r1.deal.COMMENTS: empty value; allowed: {forms}",
         f"routes.yaml:12: routes.r1.deal.UF_CRM_A: needs exactly one of from, const, template, user (has from, "
         f"template); allowed: {forms}",
-        "routes.yaml:13: routes.r1.deal.UF_CRM_B.from: unknown record 'foo'; allowed: one of deal, lead, record, "
+        "routes.yaml:13: routes.r1.deal.UF_CRM_B.from: unknown record 'foo'; allowed: one of deal, lead, item, record, "
         "contact, company, products, source, target_portal",
         "routes.yaml:14: routes.r1.deal.UF_CRM_C.from: source has no 'url'; allowed: one of name, domain, member_id",
         "routes.yaml:15: routes.r1.deal.UF_CRM_D.map: unknown key; allowed: one of user, default, required",
@@ -244,12 +244,12 @@ def test_bad_rules_are_named_with_what_is_allowed() -> None:
         "routes.yaml:16: routes.r1.deal.UF_CRM_E.from: not a field name or a dotted path; allowed: a field of the "
         "source deal's (TITLE, UF_CRM_X) or a dotted path (deal.ID, company.tax_number, source.name)",
         "routes.yaml:17: routes.r1.deal.UF_CRM_F: reads target, which only status_back.fields know; allowed: one of "
-        "deal, lead, record, contact, company, products, source, target_portal, route",
+        "deal, lead, item, record, contact, company, products, source, target_portal, route",
         "routes.yaml:18: routes.r1.deal.Title: not a field name; allowed: upper-case Bitrix24 field names such as "
         "TITLE or UF_CRM_PARTNER_DEAL",
         "routes.yaml:19: routes.r1.deal.UF_CRM_G.requried: unknown key; allowed: one of from, map, default, type, "
         "required (did you mean required?)",
-        "routes.yaml:20: routes.r1.deal.UF_CRM_H: unknown template variable 'dael'; allowed: one of deal, lead, "
+        "routes.yaml:20: routes.r1.deal.UF_CRM_H: unknown template variable 'dael'; allowed: one of deal, lead, item, "
         "record, contact, company, products, source, target_portal, route (did you mean deal?)",
     ]
 
@@ -337,4 +337,22 @@ def test_text_postgresql_cannot_hold_is_refused_with_its_line() -> None:
         "routes.yaml:11: routes.r1.deal: a key contains a NUL character, which cannot be stored; allowed: text keys",
         "routes.yaml:12: routes.r1.deal.D: the value contains a lone surrogate, which is not text; "
         "allowed: text without NUL characters",
+    ]
+
+
+def test_a_smart_process_is_named_by_its_entity_type_id_or_its_title() -> None:
+    text = BASE.replace("    target: acme\n", "    target: acme\n    target_entity: {smart_process: Orders}\n")
+    text = text.replace("    deal:\n", "    item:\n")
+    route = load(text).routes["r1"]
+    assert route.target_entity.is_item and route.target_entity.process == "Orders"
+    assert route.target_entity.entity_type_id == 0  # resolved through crm.type.list when a run needs it
+    by_id = load(text.replace("{smart_process: Orders}", "{smart_process: 1038}")).routes["r1"]
+    assert by_id.target_entity.entity_type_id == 1038 and by_id.target_entity.entity == "DYNAMIC_1038"
+    assert problems(text.replace("{smart_process: Orders}", "{smart_process: 2}")) == [
+        "routes.yaml:8: routes.r1.target_entity.smart_process: not a smart process; allowed: an entityTypeId (128 or "
+        "more) or the process's title"
+    ]
+    assert problems(text.replace("    item:\n", "    products: true\n    item:\n")) == [
+        "routes.yaml:10: routes.r1.products: a smart process's product rows (crm.item.productrow.*) are not handed "
+        "over yet; allowed: products: false"
     ]

@@ -6,19 +6,19 @@ portal's list, types that clearly do not fit. What is left unchecked is listed i
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..bitrix import Portal
-from .entities import DEAL, RecordKind
+from .check_schema import FieldMap, PortalSchema, fetch_schema, schema_key
+from .entities import smart_process
 from .route_model import TAX_NUMBER, EntityRule, FieldRule, Route, RouteFile, Scope, key_fields
 from .routes_yaml import Problems, Segment, choices
 from .templates import referenced_fields
 
-FieldMap = Mapping[str, Mapping[str, Any]]
+__all__ = ["PortalSchema", "check_route", "check_routes", "fetch_schema"]
+_RECORD = ("deal", "lead", "item", "record")  # the words a rule may call the source record by
 USER_TYPES = frozenset({"user", "employee"})
 _RECORD_IDS = frozenset({"user", "employee", "crm_category", "crm_company", "crm_contact", "crm_lead", "enumeration"})
 _NOT_NUMBERS = frozenset({"date", "datetime"})
@@ -33,58 +33,6 @@ MISFITS: Mapping[str, frozenset[str]] = {
 }
 
 
-@dataclass(frozen=True)
-class PortalSchema:
-    """One portal's lists as the checks need them: ``crm.{deal,contact,company}.fields`` as returned, deal stages per
-    funnel (in order), funnels (id -> name) and the other reference lists (``crm.status.list`` by ENTITY_ID)."""
-
-    deal: FieldMap
-    contact: FieldMap
-    company: FieldMap
-    stages: Mapping[int, tuple[str, ...]]
-    categories: Mapping[int, str]
-    statuses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    lead: FieldMap = field(default_factory=dict)
-
-    def fields(self, entity: str) -> FieldMap:
-        return {"deal": self.deal, "lead": self.lead, "contact": self.contact, "company": self.company}[entity]
-
-    def stages_for(self, kind: RecordKind, category: int | None) -> tuple[str, ...]:
-        """A deal's stages (of one funnel, or of all); a lead's statuses (``STATUS``, one list)."""
-        return self.stages_of(category) if kind == DEAL else self.statuses.get(kind.status_list, ())
-
-    def stages_of(self, category: int | None) -> tuple[str, ...]:
-        """The stages of one funnel, or of every funnel (``None``)."""
-        if category is not None:
-            return self.stages.get(category, ())
-        return tuple(stage for stages in self.stages.values() for stage in stages)
-
-
-async def fetch_schema(portal: Portal) -> PortalSchema:
-    """Read the lists with a handful of requests (the three ``fields`` calls share one batch)."""
-    deal, lead, contact, company, categories, statuses = await asyncio.gather(
-        portal.call("crm.deal.fields"),
-        portal.call("crm.lead.fields"),
-        portal.call("crm.contact.fields"),
-        portal.call("crm.company.fields"),
-        _all_rows(portal, "crm.category.list", {"entityTypeId": 2}),
-        _all_rows(portal, "crm.status.list", {"order": {"SORT": "ASC"}}),
-    )
-    by_entity: dict[str, list[tuple[int, str]]] = {}
-    for row in statuses:
-        by_entity.setdefault(str(row["ENTITY_ID"]), []).append((int(row.get("SORT") or 0), str(row["STATUS_ID"])))
-    ordered = {entity: tuple(status for _, status in sorted(rows)) for entity, rows in by_entity.items()}
-    funnels = {int(row["id"]): str(row.get("name", "")) for row in categories}
-    stages = {
-        category: ordered.get("DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}", ()) for category in funnels
-    }
-    return PortalSchema(deal, contact, company, stages, funnels, ordered, lead)
-
-
-async def _all_rows(portal: Portal, method: str, params: Mapping[str, Any]) -> list[Any]:
-    return [row async for row in portal.list(method, params)]
-
-
 def check_routes(route_file: RouteFile, schemas: Mapping[str, PortalSchema]) -> list[str]:
     """Every problem of every route whose two portals have a schema in ``schemas`` (by portal name)."""
     problems: list[str] = []
@@ -96,7 +44,19 @@ def check_routes(route_file: RouteFile, schemas: Mapping[str, PortalSchema]) -> 
 
 def check_route(route: Route, source_schema: PortalSchema, target_schema: PortalSchema) -> list[str]:
     """Problems of one route against its source and target portals, each ``file:line: path: what; allowed: ...``."""
-    return _RouteCheck(route, source_schema, target_schema).run()
+    problems = Problems(route.file)
+    mine, why_not_mine = source_schema.process(route.source_entity)
+    theirs, why_not_theirs = target_schema.process(route.target_entity)
+    for kind, why, end in ((mine, why_not_mine, "source"), (theirs, why_not_theirs, "target")):
+        if kind is None:
+            key = f"{end}_entity"
+            problems.add(
+                route.lines.get(key, route.line), ["routes", route.name, key], f"in {getattr(route, end)}", why
+            )
+    if mine is None or theirs is None:
+        return problems.messages  # nothing else can be checked against a process the portal does not have
+    resolved = dataclasses.replace(route, source_entity=mine, target_entity=theirs)
+    return _RouteCheck(resolved, source_schema, target_schema).run()
 
 
 class _RouteCheck:
@@ -142,12 +102,12 @@ class _RouteCheck:
             ):
                 fields = schema.fields(entity)
                 if name not in fields:
-                    what = f"no such field in the {entity} of {portal}"
+                    what = f"no such field in the {_named(entity)} of {portal}"
                     self.problems.add(
                         rule.line_of("match"),
                         where,
                         what,
-                        _field_choices(name, sorted(fields), f"a {entity} field of {portal}"),
+                        _field_choices(name, sorted(fields), f"a {_named(entity)} field of {portal}"),
                     )
 
     def _event_stages(self) -> None:
@@ -156,7 +116,7 @@ class _RouteCheck:
         for index, stage in enumerate(triggers.event_stages):
             if stage not in stages:
                 path = [*self.base, "triggers", "events", "stages", index]
-                what = f"not a {kind.name} stage of {self.route.source}"
+                what = f"not a {kind.label} stage of {self.route.source}"
                 self.problems.add(triggers.line_of(f"events.stages.{index}"), path, what, choices(stage, stages))
 
     def _status_back_stages(self) -> None:
@@ -168,16 +128,17 @@ class _RouteCheck:
         for target_stage, source_stage in back.stages.items():
             line, where = back.line_of(f"stages.{target_stage}"), [*path, target_stage]
             if target_stage not in target_stages:
-                what = f"not a {theirs.name} stage of {self.route.target}"
+                what = f"not a {theirs.label} stage of {self.route.target}"
                 self.problems.add(line, where, what, choices(target_stage, target_stages))
             if source_stage not in source_stages:
-                what = f"{source_stage!r} is not a {mine.name} stage of {self.route.source}"
+                what = f"{source_stage!r} is not a {mine.label} stage of {self.route.source}"
                 self.problems.add(line, where, what, choices(source_stage, source_stages))
 
     def _rules(
         self, rules: Mapping[str, FieldRule], scope: Scope, path: list[Segment], schema: PortalSchema, portal: str
     ) -> None:
-        entity = {"status_back": self.route.source_entity.name, "deal": self.route.target_entity.name}.get(scope, scope)
+        back, forth = schema_key(self.route.source_entity), schema_key(self.route.target_entity)
+        entity = {"status_back": back, "deal": forth}.get(scope, scope)
         for name, rule in rules.items():
             where = [*path, name]
             written = self._written(name, rule, where, schema.fields(entity), entity, portal)
@@ -200,16 +161,16 @@ class _RouteCheck:
         writable = sorted(n for n, f in fields.items() if not f.get("isReadOnly"))
         spec = fields.get(name)
         if spec is None:
-            what = f"no such field in the {entity} of {portal}"
+            what = f"no such field in the {_named(entity)} of {portal}"
             self.problems.add(
-                rule.line, where, what, _field_choices(name, writable, f"a writable {entity} field of {portal}")
+                rule.line, where, what, _field_choices(name, writable, f"a writable {_named(entity)} field of {portal}")
             )
         elif spec.get("isReadOnly"):
             self.problems.add(
                 rule.line,
                 where,
                 f"read-only in {portal}",
-                _field_choices(name, writable, f"a writable {entity} field of {portal}"),
+                _field_choices(name, writable, f"a writable {_named(entity)} field of {portal}"),
             )
         else:
             return spec
@@ -231,9 +192,14 @@ class _RouteCheck:
         """The field a rule reads in the source (or, for status back, the target) portal; reported when missing."""
         extra: tuple[str, ...] = ()
         if record in ("target", "status_back"):
-            schema, entity, portal, extra = self.target, self.route.target_entity.name, self.route.target, ("url",)
-        elif record in ("deal", "lead", "record", "contact", "company"):
-            entity = self.route.source_entity.name if record in ("deal", "lead", "record") else record
+            schema, entity, portal, extra = (
+                self.target,
+                schema_key(self.route.target_entity),
+                self.route.target,
+                ("url",),
+            )
+        elif record in (*_RECORD, "contact", "company"):
+            entity = schema_key(self.route.source_entity) if record in _RECORD else record
             schema, portal = self.source, self.route.source
             extra = (TAX_NUMBER,) if record == "company" else ()
         else:
@@ -241,8 +207,8 @@ class _RouteCheck:
         fields = schema.fields(entity)
         spec = fields.get(name)
         if spec is None and name not in extra:
-            what = f"{reading}: the {entity} of {portal} has no such field"
-            described = f"a {entity} field of {portal}"
+            what = f"{reading}: the {_named(entity)} of {portal} has no such field"
+            described = f"a {_named(entity)} field of {portal}"
             self.problems.add(line, where, what, _field_choices(name, sorted([*fields, *extra]), described))
         return spec
 
@@ -291,9 +257,9 @@ class _RouteCheck:
 
     def _source_values(self, record: str, name: str) -> tuple[str, ...] | None:
         if record in ("target", "status_back"):
-            return _allowed_values(self.target, self.route.target_entity.name, name, self.category)
-        if record in ("deal", "lead", "record"):
-            return _allowed_values(self.source, self.route.source_entity.name, name, None)
+            return _allowed_values(self.target, schema_key(self.route.target_entity), name, self.category)
+        if record in _RECORD:
+            return _allowed_values(self.source, schema_key(self.route.source_entity), name, None)
         if record in ("contact", "company"):
             return _allowed_values(self.source, record, name, None)
         return None
@@ -306,9 +272,11 @@ def _allowed_values(schema: PortalSchema, entity: str, name: str, category: int 
         return None
     if entity == "deal" and name == "STAGE_ID":
         return schema.stages_of(category)
+    if entity.startswith("DYNAMIC_") and name == "STAGE_ID":
+        return schema.stages_for(smart_process(int(entity.removeprefix("DYNAMIC_"))), category)
     kind, status_type = spec.get("type"), spec.get("statusType")
     if kind == "crm_category":
-        return tuple(str(category_id) for category_id in schema.categories)
+        return tuple(str(category_id) for category_id in schema.categories_of(entity))
     if kind == "crm_status" and isinstance(status_type, str) and status_type in schema.statuses:
         return schema.statuses[status_type]
     if kind == "enumeration" and spec.get("items"):
@@ -338,3 +306,8 @@ def _field_choices(name: str, names: list[str], described: str) -> str:
 def _fitting(target_type: str) -> str:
     fitting = [rule_type for rule_type, misfits in MISFITS.items() if target_type not in misfits]
     return "no type, or " + ", ".join([*fitting, "string"])
+
+
+def _named(entity: str) -> str:
+    """``DYNAMIC_128`` -> ``smart-process item (128)``; the others as they are."""
+    return smart_process(int(entity.removeprefix("DYNAMIC_"))).label if entity.startswith("DYNAMIC_") else entity

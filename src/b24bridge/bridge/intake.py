@@ -24,7 +24,7 @@ from b24bridge.runs.schemas import NewRun
 
 from . import tasks
 from .connections import Connections
-from .entities import DEAL, RecordKind, id_of, kind_of_event, record_id_of
+from .entities import DEAL, ITEM_EVENTS, RecordKind, id_of, kind_of_event, record_id_of
 from .route_model import Route, RouteFile
 from .schemas import Accepted
 
@@ -35,7 +35,7 @@ STATUS_PURPOSE = "bridge_status"
 
 
 def _not_an_id(kind: RecordKind) -> str:
-    return f"deal must be a {kind.name} id (or {kind.entity}_<id>)"
+    return f"deal must be a {kind.label} id (or {kind.entity}_<id>)"
 
 
 def status_secret(keys: Keyring, route: str) -> str:
@@ -79,7 +79,8 @@ class BridgeIntake:
         source_key = await self.connections.key(self.routes.portals[route.source])
         if source_key is None:
             return Accepted(409, f"route {route_name}: its source portal has not installed b24bridge")
-        return await self._accept(route, source_key, deal_id, "hook", fields, correlation_id)
+        kind = concrete(route.source_entity, deal)
+        return await self._accept(route, source_key, deal_id, "hook", fields, correlation_id, kind=kind)
 
     async def from_status_hook(
         self, route_name: str, secret: str, deal: Any, correlation_id: str | None = None
@@ -97,27 +98,41 @@ class BridgeIntake:
         target_key = await self.connections.key(self.routes.portals[route.target])
         if target_key is None:
             return Accepted(409, f"route {route_name}: its target portal has not installed b24bridge")
-        return await self._accept(route, target_key, deal_id, "status", {}, correlation_id)
+        kind = concrete(route.target_entity, deal)
+        return await self._accept(route, target_key, deal_id, "status", {}, correlation_id, kind=kind)
 
     async def from_event(
-        self, member_id: str, event: str, deal: Any, correlation_id: str | None = None, check: Check | None = None
+        self,
+        member_id: str,
+        event: str,
+        deal: Any,
+        correlation_id: str | None = None,
+        check: Check | None = None,
+        entity_type_id: Any = None,
     ) -> list[Accepted]:
-        """ONCRMDEALADD/UPDATE (or a lead's) of a portal: a delivery for each route that listens to its events (as a
-        source of that entity), and a status run for each route that sends status back from it (as a target)."""
-        kind = kind_of_event(event) or DEAL
+        """ONCRMDEALADD/UPDATE (or a lead's, or a smart-process item's with its ``entity_type_id``) of a portal: a
+        delivery for each route that listens to its events (as a source of that entity), and a status run for each
+        route that sends status back from it (as a target)."""
+        kind = kind_of_event(event, entity_type_id) or (None if event.upper() in ITEM_EVENTS else DEAL)
+        if kind is None:
+            return [Accepted(400, "data[FIELDS][ENTITY_TYPE_ID] must be a smart process's entityTypeId (128 or more)")]
         deal_id = id_of(kind, deal)
         if deal_id is None:
-            return [Accepted(400, f"data[FIELDS][ID] must be a {kind.name} id")]
+            return [Accepted(400, f"data[FIELDS][ID] must be a {kind.label} id")]
         accepted = []
         for route in self.routes.routes.values():
             source_key = await self.connections.key(self.routes.portals[route.source])
             target_key = await self.connections.key(self.routes.portals[route.target])
-            if route.triggers.event_stages and source_key == member_id and route.source_entity == kind:
+            if route.triggers.event_stages and source_key == member_id and route.source_entity.takes(kind):
                 fields = {"event": event}
-                accepted.append(await self._accept(route, member_id, deal_id, "event", fields, correlation_id, check))
-            back = route.status_back is not None and route.target_entity == kind and event == kind.events[1]
+                accepted.append(
+                    await self._accept(route, member_id, deal_id, "event", fields, correlation_id, check, kind)
+                )
+            back = route.status_back is not None and route.target_entity.takes(kind) and event == kind.events[1]
             if back and target_key == member_id:
-                accepted.append(await self._accept(route, member_id, deal_id, "status", {}, correlation_id, check))
+                accepted.append(
+                    await self._accept(route, member_id, deal_id, "status", {}, correlation_id, check, kind)
+                )
         return accepted
 
     async def on_deal_event(
@@ -128,11 +143,12 @@ class BridgeIntake:
         correlation_id: str | None = None,
         check: Check | None = None,
     ) -> dict[str, Any]:
-        """The portal event handler for ONCRMDEALADD/UPDATE and ONCRMLEADADD/UPDATE (its application token checked,
-        or to be: ``check``)."""
+        """The portal event handler for ONCRMDEALADD/UPDATE, ONCRMLEADADD/UPDATE and ONCRMDYNAMICITEMADD/UPDATE (its
+        application token checked, or to be: ``check``)."""
         fields = form.get("data", {}).get("FIELDS", {}) if isinstance(form.get("data"), dict) else {}
         deal = fields.get("ID") if isinstance(fields, dict) else None
-        answers = await self.from_event(member_id, event, deal, correlation_id, check)
+        entity_type_id = fields.get("ENTITY_TYPE_ID") if isinstance(fields, dict) else None
+        answers = await self.from_event(member_id, event, deal, correlation_id, check, entity_type_id)
         if any(answer.http_status == 503 for answer in answers):
             raise EventRefused(UNAVAILABLE.http_status, UNAVAILABLE.detail)
         runs = [answer.run_id for answer in answers if answer.run_id is not None]
@@ -184,7 +200,7 @@ class BridgeIntake:
         assert isinstance(properties, dict)
         route_name = str(properties.get("route") or "").strip()
         route = self.routes.routes.get(route_name)
-        kind = route.source_entity if route is not None else DEAL
+        kind = concrete(route.source_entity if route is not None else DEAL, form.get("document_id"))
         deal_id = id_of(kind, form.get("document_id"))
         error = None
         if route is None:
@@ -194,7 +210,7 @@ class BridgeIntake:
         elif await self.connections.key(self.routes.portals[route.source]) != member_id:
             error = f"route {route_name} does not start in this portal"
         elif deal_id is None:
-            error = f"route {route_name} hands over {kind.name}s: the robot must run on a {kind.name}"
+            error = f"route {route_name} hands over {kind.label}s: the robot must run on a {kind.label}"
         run = NewRun(
             member_id=member_id,
             kind="bridge",
@@ -247,8 +263,10 @@ class BridgeIntake:
         fields: Mapping[str, Any],
         correlation_id: str | None,
         check: Check | None = None,
+        kind: RecordKind | None = None,
     ) -> Accepted:
-        kind = route.target_entity if trigger == "status" else route.source_entity
+        """``kind``: the record's own (an event's smart process, where the route names its process by title)."""
+        kind = kind or (route.target_entity if trigger == "status" else route.source_entity)
         run = NewRun(
             member_id=portal_key,
             kind="bridge",
@@ -270,7 +288,7 @@ class BridgeIntake:
             return UNAVAILABLE
         metrics.inbound(trigger, portal_key, route.name, stored.outcome)
         if stored.outcome == "coalesced":
-            return Accepted(200, f"a delivery of this {kind.name} is already waiting; it will read the latest state")
+            return Accepted(200, f"a delivery of this {kind.label} is already waiting; it will read the latest state")
         return Accepted(200, "accepted", stored.run_id, spooled=stored.outcome == "spooled")
 
 
@@ -286,5 +304,12 @@ def run_lock(portal_key: str, document_id: Any, deal_id: int) -> str:
 
 
 def deal_lock_id(deal_id: int, kind: RecordKind) -> str:
-    """A record's part of a queueing lock: ``42`` for a deal (as before leads existed), ``lead-42`` otherwise."""
-    return str(deal_id) if kind == DEAL else f"{kind.name}-{deal_id}"
+    """A record's part of a queueing lock: ``42`` for a deal (as before leads existed), ``lead-42``,
+    ``dynamic_128-42`` otherwise."""
+    return str(deal_id) if kind == DEAL else f"{kind.entity.lower()}-{deal_id}"
+
+
+def concrete(kind: RecordKind, document_id: Any) -> RecordKind:
+    """The record's own kind when its document id names one ``kind`` takes (a process named by title), else ``kind``."""
+    found = record_id_of(document_id, kind)
+    return found[0] if found is not None and kind.takes(found[0]) else kind

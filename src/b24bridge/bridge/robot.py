@@ -4,7 +4,7 @@ bridge's own handler (``/bridge/robot``), not the robot runtime."""
 
 from __future__ import annotations
 
-from b24bridge.robots.registry import DEAL, LEAD, Property, Robot
+from b24bridge.robots.registry import DEAL, LEAD, SMART_PROCESS, Property, Robot
 
 from .schemas import ROBOT_CODE
 
@@ -21,6 +21,6 @@ BRIDGE_ROBOT = Robot(
         "target_deal_id": Property("Target deal ID", "ID сделки у получателя", type="int"),
         "target_deal_url": Property("Target deal URL", "Ссылка на сделку у получателя"),
     },
-    document_types=(DEAL, LEAD),
+    document_types=(DEAL, LEAD, SMART_PROCESS),
     handler_path="/bridge/robot",
 )

@@ -19,7 +19,7 @@ Scope = Literal["deal", "contact", "company", "status_back"]
 RULE_TYPES = ("string", "int", "float", "money", "date", "datetime", "bool", "list")
 # Variables of the template context, and the first segment a dotted `from` path may start with.
 CONTEXT_NAMES = (
-    "deal", "lead", "record", "contact", "company", "products", "source", "target_portal", "route", "target"
+    "deal", "lead", "item", "record", "contact", "company", "products", "source", "target_portal", "route", "target"
 )  # fmt: skip
 PORTAL_KEYS = ("name", "domain", "member_id")
 # What a contact or company is matched by (in the default order), and the source record field each key reads.

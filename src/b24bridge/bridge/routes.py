@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .entities import DEAL, KINDS, RecordKind
+from .entities import DEAL, FIRST_PROCESS_TYPE_ID, KINDS, RecordKind, smart_process
 from .route_model import (
     INBOUND,
     MATCH_KEYS,
@@ -192,6 +192,9 @@ class _FileParser(SystemsParser):
                 )
         source = INBOUND_REF if ends["source"] == INBOUND else portals.get(ends["source"] or "")
         products = self.flag(node, "products", path)
+        if products and any(kind.is_item for kind in kinds.values()):
+            what = "a smart process's product rows (crm.item.productrow.*) are not handed over yet"
+            self.problems.add(node.entries["products"].key_line, [*path, "products"], what, "products: false")
         parts = node.entries
         self._system_ends(node, path, source, portals.get(ends["target"] or ""))
         rules = parts.get(fields_key)
@@ -218,16 +221,32 @@ class _FileParser(SystemsParser):
         return route
 
     def _kind(self, node: Map, key: str, path: list[Segment]) -> RecordKind:
-        """``source_entity: lead`` (deal when not given)."""
+        """``source_entity: lead`` (deal when not given), or ``{smart_process: 128}`` / ``{smart_process: Orders}``."""
         entry = node.entries.get(key)
         if entry is None:
             return DEAL
+        if isinstance(entry.node, Map):
+            return self._process(entry.node, [*path, key], entry.key_line)
         value = entry.node.value if isinstance(entry.node, Scalar) else None
         kind = KINDS.get(value) if isinstance(value, str) else None
         if kind is None:
-            self.problems.add(entry.key_line, [*path, key], "not a CRM entity", choices(str(value), list(KINDS)))
+            allowed = choices(str(value), [*KINDS, "{smart_process: entityTypeId or title}"])
+            self.problems.add(entry.key_line, [*path, key], "not a CRM entity", allowed)
             return DEAL
         return kind
+
+    def _process(self, node: Map, path: list[Segment], line: int) -> RecordKind:
+        self.keys(node, path, line, known=("smart_process",), required=("smart_process",))
+        entry = node.entries.get("smart_process")
+        value = entry.node.value if entry is not None and isinstance(entry.node, Scalar) else None
+        if isinstance(value, int) and not isinstance(value, bool) and FIRST_PROCESS_TYPE_ID <= value < 10**9:
+            return smart_process(value)
+        if isinstance(value, str) and value.strip() and len(value) <= 255:
+            return smart_process(title=value.strip())
+        if entry is not None:
+            allowed = f"an entityTypeId ({FIRST_PROCESS_TYPE_ID} or more) or the process's title"
+            self.problems.add(entry.key_line, [*path, "smart_process"], "not a smart process", allowed)
+        return smart_process(FIRST_PROCESS_TYPE_ID)
 
     def _triggers(self, entry: Entry | None, path: list[Segment], source: PortalRef | None) -> Triggers:
         empty = Triggers(False, None, (), 0)

@@ -23,10 +23,12 @@ from b24bridge.runs.service import RunLog
 
 from .connections import Connections
 from .delivery import Deliverer
+from .entities import record_id_of
 from .inbound_record import inbound_record
+from .kinds import ProcessTypes
 from .mapping import MappingError
 from .receivers import Receiver, ReceiverError
-from .route_model import RouteFile
+from .route_model import Route, RouteFile
 from .schemas import BridgeConfigError, Busy, DeliveryResult
 from .sources import PortalSource, PostedSource
 from .status import StatusBackRunner
@@ -43,6 +45,7 @@ class BridgeRunner:
         status: StatusBackRunner,
         runs: RunLog,
         schedule: RetrySchedule,
+        kinds: ProcessTypes,
         rng: random.Random | None = None,
     ) -> None:
         self.routes = routes
@@ -51,6 +54,7 @@ class BridgeRunner:
         self.status = status
         self.runs = runs
         self.schedule = schedule
+        self.kinds = kinds
         self.rng = rng or random.Random()
 
     async def execute(self, run_id: int) -> None:
@@ -98,16 +102,24 @@ class BridgeRunner:
             raise BridgeConfigError(f"route {run.route!r} is not in the route file")
         deal_id = int(run.inputs["deal_id"])
         target_end = await self.connections.target(self.routes.portals[route.target])
+        source = None if run.trigger == "inbound" else await self.connections.open(self.routes.portals[route.source])
+        route = await self.kinds.route(
+            route,
+            None if source is None else (source.key, source.portal),
+            None if isinstance(target_end, Receiver) else (target_end.key, target_end.portal),
+        )
+        other = _other_process(route, run)
+        if other is not None:
+            return DeliveryResult(None, None, "skipped", note=other)
         target = self.deliverer.target(target_end)
         recorder = self.runs.recorder(run.id)
         # A retry, or a replay, may follow a write that happened: ``repeated`` looks the record up before writing.
         repeated = run.attempts > 1 or int(run.inputs.get("replays") or 0) > 0
-        if run.trigger == "inbound":  # your system POSTed the record: nothing to read, nothing to write back
+        if source is None:  # your system POSTed the record: nothing to read, nothing to write back
             posted = PostedSource(inbound_record(run.inputs["inbound"], deal_id, route.name))
             return await self.deliverer.deliver(
                 route, posted, target, deal_id, run_id=run.id, repeated=repeated, observer=recorder
             )
-        source = await self.connections.open(self.routes.portals[route.source])
         if run.trigger == "status":
             if isinstance(target_end, Receiver):
                 raise BridgeConfigError(f"route {route.name!r} hands over to an endpoint: no status comes back by hook")
@@ -168,6 +180,15 @@ class BridgeRunner:
         if not keep_status:
             await self.runs.retry_scheduled(run, error, pause)
         raise RetryRun(error, pause)
+
+
+def _other_process(route: Route, run: Run) -> str | None:
+    """Why a run of a route that names its smart process by title is not this route's (another process's item)."""
+    kind = route.target_entity if run.trigger == "status" else route.source_entity
+    found = record_id_of(run.document_id)
+    if not kind.is_item or found is None or not found[0].is_item or found[0].entity_type_id == kind.entity_type_id:
+        return None
+    return f"the item is of smart process {found[0].entity_type_id}, this route's is {kind.entity_type_id}"
 
 
 def _outcome(result: DeliveryResult, target: str = "deal", endpoint: str | None = None) -> dict[str, Any]:

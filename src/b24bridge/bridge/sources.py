@@ -40,18 +40,18 @@ class PortalSource:
         nothing wrong, whatever the portal makes of an empty filter value. The reads may fail one by one, so the chain
         asks for no halt."""
         kind = route.source_entity
-        chain: list[tuple[str, str, dict[str, Any]]] = [("deal", kind.method("get"), {"id": record_id})]
-        if route.products:
+        chain: list[tuple[str, str, dict[str, Any]]] = [("deal", *kind.get(record_id))]
+        if route.products and kind.has_products:
             chain.append(("rows", kind.method("productrows.get"), {"id": record_id}))
         if route.contact:
-            chain.append(("contact", "crm.contact.list", _by_id("$result[deal][CONTACT_ID]")))
+            chain.append(("contact", "crm.contact.list", _by_id(kind.ref("deal", "CONTACT_ID"))))
         if route.company:
-            chain.append(("company", "crm.company.list", _by_id("$result[deal][COMPANY_ID]")))
+            chain.append(("company", "crm.company.list", _by_id(kind.ref("deal", "COMPANY_ID"))))
         if reads_tax_number(route):
-            flt = {"ENTITY_TYPE_ID": 4, "ENTITY_ID": "$result[deal][COMPANY_ID]"}
+            flt = {"ENTITY_TYPE_ID": 4, "ENTITY_ID": kind.ref("deal", "COMPANY_ID")}
             chain.append(("requisites", "crm.requisite.list", {"filter": flt, "select": _REQUISITE, "start": -1}))
         got = await self.endpoint.portal.chain(chain, observer=observer, halt=False)
-        deal = got["deal"].unwrap()
+        deal = kind.record(got["deal"].unwrap())
         rows = [row for row in (got["rows"].unwrap() if "rows" in got else None) or [] if isinstance(row, dict)]
         contact_id, company_id = _id(deal.get("CONTACT_ID")), _id(deal.get("COMPANY_ID"))
         contact = _record(got.get("contact"), contact_id)

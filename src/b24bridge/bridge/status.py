@@ -38,7 +38,7 @@ class StatusBackRunner:
         url = deal_url(target, target_deal_id, theirs)
         if link is None or link.source_key != source.key:
             return DeliveryResult(target_deal_id, url, "skipped", note=f"not a {theirs.name} this route delivered")
-        deal = await target.portal.call(theirs.method("get"), {"id": target_deal_id}, observer=observer)
+        deal = theirs.record(await target.portal.call(*theirs.get(target_deal_id), observer=observer))
         seen = modified_at(deal)
         if link.target_modified and seen is not None and seen < dt.datetime.fromisoformat(link.target_modified):
             note = f"a newer state of this {theirs.name} went back already"
@@ -53,11 +53,7 @@ class StatusBackRunner:
         values |= map_fields(route.status_back.fields, "status_back", context)
         update = changed(values, link.returned)
         if update:
-            await source.portal.call(
-                mine.method("update"),
-                {"id": link.source_id, "fields": update, "params": {"REGISTER_SONET_EVENT": "N"}},
-                observer=observer,
-            )
+            await source.portal.call(*mine.update(link.source_id, update), observer=observer)
         modified = deal.get("DATE_MODIFY")
         saved = dataclasses.replace(
             link, returned={**link.returned, **values}, target_modified=str(modified) if modified else None
@@ -96,10 +92,6 @@ class StatusBackRunner:
         update = changed(values, link.returned)
         if not update:
             return
-        await source.portal.call(
-            mine.method("update"),
-            {"id": source_id, "fields": update, "params": {"REGISTER_SONET_EVENT": "N"}},
-            observer=observer,
-        )
+        await source.portal.call(*mine.update(source_id, update), observer=observer)
         async with self.pool.connection() as conn:
             await repository.save_links(conn, [dataclasses.replace(link, returned={**link.returned, **values})])

@@ -25,6 +25,11 @@ from .route_model import TAX_NUMBER, EntityRule, Route, key_fields
 from .schemas import ORIGINATOR_ID, Busy, DeliveryResult
 
 PRODUCTS_KEY = "__products__"
+# A contact's or company's calls (the parties of a record are legacy records whatever the record's own kind).
+PARTIES = {
+    "CONTACT": RecordKind("contact", "CONTACT", 3, "", "CCrmDocumentContact"),
+    "COMPANY": RecordKind("company", "COMPANY", 4, "", "CCrmDocumentCompany"),
+}
 # How long a delivery waits for a contact or company another process is creating, and when that claim is stale.
 CLAIM_WAIT = 20.0
 CLAIM_STALE = dt.timedelta(seconds=60)
@@ -77,11 +82,10 @@ class TargetWriter:
 
     async def find_origin(self, entity: str, source_id: int) -> int | None:
         """A record this bridge created for ``source_id`` earlier (its map row lost, or its write uncertain)."""
-        parties = {"CONTACT": "crm.contact.list", "COMPANY": "crm.company.list"}
-        method = parties.get(entity) or self.route.target_entity.method("list")
-        flt = {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source_key, entity, source_id)}
-        found = await self.target.portal.call(method, {"filter": flt, "select": ["ID"]}, observer=self.observer)
-        return record_id(found[0]["ID"]) if isinstance(found, list) and found else None
+        kind = PARTIES.get(entity) or self.route.target_entity
+        method, params = kind.find(kind.origin(ORIGINATOR_ID, origin_id(self.source_key, entity, source_id)))
+        found = kind.records(await self.target.portal.call(method, params, observer=self.observer))
+        return record_id(found[0].get("ID")) if found else None
 
     async def _match(self, entity: str, rule: EntityRule, record: Mapping[str, Any]) -> int | None:
         """The first key (in the rule's order) that finds a target record: its id. All lookups go at once, so they
@@ -247,31 +251,25 @@ class TargetWriter:
         delivered = dict(link.delivered) if link is not None else {}
         rows_print = fingerprint({"rows": rows}) if rows is not None else None
         if target_id is None:
-            fields |= {"ORIGINATOR_ID": ORIGINATOR_ID, "ORIGIN_ID": origin_id(self.source_key, source_kind, deal_id)}
-            self.chain.append(("deal", kind.method("add"), {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}))
-            deal_ref: Any = "$result[deal]"
+            fields |= kind.origin(ORIGINATOR_ID, origin_id(self.source_key, source_kind, deal_id))
+            self.chain.append(("deal", *kind.add(fields)))
+            deal_ref: Any = kind.ref("deal")
             action = "created"
             update = fields
         else:
             update = changed({k: v for k, v in fields.items() if not str(v).startswith("$result[")}, delivered)
             update |= {k: v for k, v in fields.items() if str(v).startswith("$result[")}
             if update:
-                self.chain.append(
-                    (
-                        "deal",
-                        kind.method("update"),
-                        {"id": target_id, "fields": update, "params": {"REGISTER_SONET_EVENT": "N"}},
-                    )
-                )
+                self.chain.append(("deal", *kind.update(target_id, update)))
             deal_ref = target_id
             action = "updated" if update else "unchanged"
-        if rows is not None and rows_print != delivered.get(PRODUCTS_KEY):
+        if rows is not None and kind.has_products and rows_print != delivered.get(PRODUCTS_KEY):
             self.chain.append(("rows", kind.method("productrows.set"), {"id": deal_ref, "rows": rows}))
             if action == "unchanged":
                 action = "updated"
         results = await self._write()
         if target_id is None:
-            target_id = record_id(results["deal"].value)
+            target_id = kind.new_id(results["deal"].value)
         record = {**{k: v for k, v in fields.items() if not str(v).startswith("$result[")}}
         for name, entity in (("contact", "CONTACT_ID"), ("company", "COMPANY_ID")):
             if name in results and results[name].error is None and isinstance(results[name].value, int):
@@ -294,7 +292,7 @@ class TargetWriter:
             )
         )
         await self._save_links()
-        changed_names = sorted(k for k in update if k not in ("ORIGINATOR_ID", "ORIGIN_ID"))
+        changed_names = sorted(k for k in update if k not in ("ORIGINATOR_ID", "ORIGIN_ID", "XML_ID"))
         return DeliveryResult(
             target_id,
             deal_url(self.target, target_id, kind),

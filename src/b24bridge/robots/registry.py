@@ -23,6 +23,8 @@ DEAL = ("crm", "CCrmDocumentDeal", "DEAL")
 LEAD = ("crm", "CCrmDocumentLead", "LEAD")
 CONTACT = ("crm", "CCrmDocumentContact", "CONTACT")
 COMPANY = ("crm", "CCrmDocumentCompany", "COMPANY")
+# Every smart process's items (a robot's FILTER names the module and class; the type is DYNAMIC_<entityTypeId>).
+SMART_PROCESS = ("crm", "Bitrix\\Crm\\Integration\\BizProc\\Document\\Dynamic", "DYNAMIC")
 
 _CODE = re.compile(r"^[a-z0-9.\-_]+$")
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
