@@ -91,3 +91,16 @@ def app_token(sandbox: LiveSandbox, user_id: int = 1) -> str:
     install(sandbox, sandbox.client_id)
     assert sandbox.portal.world.apps[sandbox.client_id].installed
     return issue_token(sandbox, sandbox.client_id, user_id)
+
+
+def ok(response: httpx.Response) -> Any:
+    """The ``result`` of a successful REST answer."""
+    assert response.status_code == 200, response.text
+    return response.json()["result"]
+
+
+def error(response: httpx.Response) -> dict[str, Any]:
+    """The body of a 400 REST answer (``error``, ``error_description``)."""
+    assert response.status_code == 400, response.text
+    body: dict[str, Any] = response.json()
+    return body

@@ -105,5 +105,26 @@ def first_status(rows: list[dict[str, Any]], entity_id: str) -> str | None:
     return str(entries[0]["STATUS_ID"]) if entries else None
 
 
+# Stages of a new smart-process funnel: codes, names, sorts, colours, SYSTEM and SEMANTICS as the docs show them
+# (tutorials how-to-add-category-to-spa.md, how-to-get-stages-with-semantics.md). Their rows carry no EXTRA and
+# NAME_INIT is the name for every stage, system or not (both tutorials' crm.status.list answers).
+_SPA_STAGES = [
+    ("NEW", "Start", "#22B9FF", None, True),
+    ("PREPARATION", "Preparation", "#88B9FF", None, False),
+    ("CLIENT", "Approval", "#10e5fc", None, False),
+    ("SUCCESS", "Success", "#00ff00", "S", True),
+    ("FAIL", "Failure", "#ff0000", "F", True),
+]
+
+
+def stock_spa_stages() -> list[dict[str, Any]]:
+    """The stages a smart-process funnel is created with, as ``crm_categories.add_stage`` takes them (no prefix)."""
+    return [
+        {"STATUS_ID": status_id, "NAME": name, "NAME_INIT": name, "SORT": 10 * position,
+         "SYSTEM": "Y" if system else "N", "COLOR": color, "SEMANTICS": semantics}
+        for position, (status_id, name, color, semantics, system) in enumerate(_SPA_STAGES, start=1)
+    ]  # fmt: skip
+
+
 # The default funnel as crm.category.list shows it (docs example: no originId/originatorId on the default one).
 DEFAULT_CATEGORY: dict[str, Any] = {"id": 0, "name": "General", "sort": 300, "entityTypeId": 2, "isDefault": "Y"}

@@ -7,6 +7,7 @@ that a world can be saved; the legacy methods render them the PHP way: every sca
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime, timezone
 from typing import Any
 
@@ -77,7 +78,7 @@ def coerce(field: FieldDef, value: Any, tz: timezone) -> Any:
     if kind == "double":
         number = _number(value)
         return 0.0 if number is None else number
-    if kind == "char":
+    if kind in ("char", "boolean"):
         return "Y" if str(value).strip().upper() in _TRUE else "N"
     if kind == "date":
         return parse_date(value)
@@ -112,6 +113,33 @@ def render(field: FieldDef, value: Any, tz: timezone) -> Any:
         return [str(v) for v in value]
     if kind == "double":
         return f"{float(value):.2f}"
+    if kind == "date":
+        return render_date(value, tz)
+    if kind == "datetime":
+        return iso(float(value), tz)
+    return str(value)
+
+
+def php_number(value: float | None) -> float | int | None:
+    """A money amount as PHP's ``json_encode`` prints it: two decimals, no trailing ``.0`` (``"PRICE": 100``)."""
+    if value is None:
+        return None
+    value = round(value, 2)
+    return int(value) if value == int(value) else value
+
+
+def render_native(field: FieldDef, value: Any, tz: timezone) -> Any:
+    """Stored value → what the newer methods (``crm.item.*``) return: JSON natives, ``Y``/``N`` booleans, dates and
+    datetimes in ISO 8601 in the portal's offset (docs crm-item-get.md example), ``[]`` for an empty multiple field."""
+    if field.multiple:
+        return [render_native(replace(field, multiple=False), v, tz) for v in value or []]
+    if value is None:
+        return None
+    kind = field.type
+    if kind in INT_TYPES:
+        return int(value)
+    if kind == "double":
+        return php_number(float(value))
     if kind == "date":
         return render_date(value, tz)
     if kind == "datetime":

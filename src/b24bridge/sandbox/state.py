@@ -93,13 +93,16 @@ class World:
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     auth_codes: dict[str, AuthCode] = field(default_factory=dict)
-    # CRM: entity type ("CONTACT", "COMPANY", "DEAL", "LEAD", "REQUISITE") -> id -> field map.
+    # CRM: entity type ("CONTACT", "COMPANY", "DEAL", "LEAD", "REQUISITE", "DYNAMIC_128") -> id -> field map.
     crm: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     # Product rows by owner entity ("DEAL", "LEAD") and owner id.
     product_rows: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)
     # Reference lists as crm.status.list rows, deal stages of every funnel included; funnels by id (0 = default).
     statuses: list[dict[str, Any]] = field(default_factory=list)
     categories: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Smart processes (crm.type.*) by their type id; their items are ``crm["DYNAMIC_{entityTypeId}"]``, their funnels
+    # are in ``categories`` and their stages in ``statuses`` like the deals' (see crm_types).
+    spa_types: dict[int, dict[str, Any]] = field(default_factory=dict)
     # User fields by their UF entity ("CRM_DEAL", "CRM_CONTACT", "CRM_COMPANY"), in creation order.
     user_fields: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
@@ -148,6 +151,7 @@ class World:
         world.product_rows = {owner: {int(k): v for k, v in by_id.items()} for owner, by_id in rows.items()}
         world.statuses = list(data.get("statuses", []))
         world.categories = {int(k): v for k, v in data.get("categories", {}).items()}
+        world.spa_types = {int(k): v for k, v in data.get("spa_types", {}).items()}
         world.user_fields = {k: list(v) for k, v in data.get("user_fields", {}).items()}
         world.counters = dict(data.get("counters", {}))
         world.robots = dict(data.get("robots", {}))

@@ -10,6 +10,7 @@ MODULES = (
     "crm_extra",
     "crm_statuses",
     "crm_categories",
+    "crm_types",
     "crm_userfields",
     "crm_requisites",
     "crm_deal_contacts",

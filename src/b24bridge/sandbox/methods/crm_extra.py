@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..crm_fields import BY_ENTITY
+from ..crm_values import php_number as _n
 from ..errors import RestError, legacy
 from ..registry import Call, rest_method
 from ..wire import as_list
@@ -73,14 +74,6 @@ def _row(raw: dict[str, Any], owner_type: str, owner_id: int, row_id: int) -> di
         "SORT": int(_num(r.get("SORT")) or 0), "XML_ID": None, "TYPE": 1, "STORE_ID": None, "RESERVE_ID": None,
         "DATE_RESERVE_END": None, "RESERVE_QUANTITY": None,
     }  # fmt: skip
-
-
-def _n(value: float | None) -> float | int | None:
-    """PHP floats print without a trailing ``.0`` (``"PRICE": 100`` in the docs example)."""
-    if value is None:
-        return None
-    value = round(value, 2)
-    return int(value) if value == int(value) else value
 
 
 def _owner(call: Call, entity: str) -> tuple[int, dict[str, Any]]:

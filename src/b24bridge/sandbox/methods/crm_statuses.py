@@ -1,4 +1,5 @@
-"""``crm.status.*``: reference lists, deal stages of every funnel included (docs api-reference/crm/status/*.md).
+"""``crm.status.*``: reference lists, the stages of every deal and smart-process funnel included (docs
+api-reference/crm/status/*.md).
 
 Errors are the docs' own; several of these pages show the error text in ``error`` and an explanation in
 ``error_description`` (crm-status-get.md, crm-status-update.md), and that is what goes out.
@@ -119,15 +120,15 @@ def status_add(call: Call) -> Any:
     if missing:
         raise legacy("<br>".join(missing))  # [inferred] separator: the docs only say both arrive in one response
     entity_id = str(fields["ENTITY_ID"])
-    known = {r["ENTITY_ID"] for r in world.statuses} | {funnels.stage_entity_id(c) for c in world.categories}
+    known = {r["ENTITY_ID"] for r in world.statuses} | {funnels.stage_entity_id(world, c) for c in world.categories}
     if entity_id not in known:
         raise legacy("Specified entity type is not supported.")
     if not fields.get("NAME"):
         raise legacy("The field Title is required.")
     category = funnels.category_of_entity_id(world, entity_id)
     status_id = str(fields["STATUS_ID"])
-    if category is not None and not status_id.startswith(funnels.stage_prefix(category)):
-        status_id = (funnels.stage_prefix(category) + status_id)[: funnels.STATUS_ID_LIMIT]
+    if category is not None:
+        status_id = funnels.prefixed(world, category, status_id)
     if any(r["ENTITY_ID"] == entity_id and r["STATUS_ID"] == status_id for r in world.statuses):
         raise RestError("ERROR_CORE", "The specified status ID already exists.")
     if category is not None:
@@ -181,7 +182,7 @@ def status_delete(call: Call) -> Any:
     category = funnels.category_of_entity_id(world, row["ENTITY_ID"])
     if category is not None and any(
         d.get("STAGE_ID") == row["STATUS_ID"] and int(d.get("CATEGORY_ID") or 0) == category
-        for d in world.records("DEAL").values()
+        for d in world.records(funnels.owner_entity(world, category)).values()
     ):
         raise legacy("There are active items in this status.")
     # [inferred] a lead stage holding leads is refused the same way.
