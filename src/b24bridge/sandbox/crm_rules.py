@@ -10,7 +10,7 @@ from .crm_statuses import LEAD_STATUS_ENTITY, find_status, first_status
 from .registry import Call
 
 
-def _today(call: Call, days: int = 0) -> str:
+def today(call: Call, days: int = 0) -> str:
     return (datetime.fromtimestamp(call.sandbox.now(), call.sandbox.tz) + timedelta(days=days)).date().isoformat()
 
 
@@ -39,7 +39,7 @@ def _has_flags(record: dict[str, Any]) -> None:
     record["HAS_IMOL"] = "Y" if imol else "N"
 
 
-def _primary_with_set(record: dict[str, Any], changed: dict[str, Any], one: str, many: str) -> None:
+def primary_with_set(record: dict[str, Any], changed: dict[str, Any], one: str, many: str) -> None:
     """``X_ID`` (deprecated single link) and ``X_IDS`` (the set) stay consistent: the first of the set is primary."""
     if many in changed:
         record[one] = record[many][0] if record.get(many) else None
@@ -54,7 +54,7 @@ def contact_rules(call: Call, before: dict[str, Any] | None, record: dict[str, A
         for name, entity_id in (("TYPE_ID", "CONTACT_TYPE"), ("SOURCE_ID", "SOURCE")):
             if not record.get(name):
                 record[name] = first_status(call.world.statuses, entity_id)
-    _primary_with_set(record, changed, "COMPANY_ID", "COMPANY_IDS")
+    primary_with_set(record, changed, "COMPANY_ID", "COMPANY_IDS")
     _has_flags(record)
 
 
@@ -79,8 +79,8 @@ def deal_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any]
         record.setdefault("TAX_VALUE", 0.0)
         # [inferred] an unset currency becomes the portal's base currency.
         record["CURRENCY_ID"] = record.get("CURRENCY_ID") or "USD"
-        record["BEGINDATE"] = record.get("BEGINDATE") or _today(call)
-        record["CLOSEDATE"] = record.get("CLOSEDATE") or _today(call, 7)
+        record["BEGINDATE"] = record.get("BEGINDATE") or today(call)
+        record["CLOSEDATE"] = record.get("CLOSEDATE") or today(call, 7)
         for name, entity_id in (("TYPE_ID", "DEAL_TYPE"), ("SOURCE_ID", "SOURCE")):
             if not record.get(name):
                 record[name] = first_status(world.statuses, entity_id)
@@ -96,7 +96,7 @@ def deal_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any]
         record["CLOSED"] = "N" if semantic == "P" else "Y"
     record.setdefault("CLOSED", "N")
     record["IS_NEW"] = "Y" if record["STAGE_ID"] == funnels.start_stage(world, category) else "N"
-    _primary_with_set(record, changed, "CONTACT_ID", "CONTACT_IDS")
+    primary_with_set(record, changed, "CONTACT_ID", "CONTACT_IDS")
 
 
 def lead_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any], changed: dict[str, Any]) -> None:
@@ -124,7 +124,7 @@ def lead_rules(call: Call, before: dict[str, Any] | None, record: dict[str, Any]
         record["DATE_CLOSED"] = None if semantic == "P" else now
     # docs crm-lead-add.md / crm-lead-update.md: IS_RETURN_CUSTOMER cannot be set; it becomes Y when COMPANY_ID or
     # CONTACT_ID is given. [inferred] it follows whether the lead has a company or contact at all.
-    _primary_with_set(record, changed, "CONTACT_ID", "CONTACT_IDS")
+    primary_with_set(record, changed, "CONTACT_ID", "CONTACT_IDS")
     record["IS_RETURN_CUSTOMER"] = "Y" if record.get("COMPANY_ID") or record.get("CONTACT_ID") else "N"
     _has_flags(record)
 

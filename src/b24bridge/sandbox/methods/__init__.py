@@ -11,6 +11,7 @@ MODULES = (
     "crm_statuses",
     "crm_categories",
     "crm_types",
+    "crm_items",
     "crm_userfields",
     "crm_requisites",
     "crm_deal_contacts",
