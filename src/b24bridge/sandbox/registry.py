@@ -62,6 +62,13 @@ class Call:
     def param(self, name: str, default: Any = None) -> Any:
         return self.params.get(name, default)
 
+    def map_param(self, name: str) -> dict[str, Any] | None:
+        """A parameter holding a map; PHP's empty array arrives as ``[]`` and is an empty map. None: not a map."""
+        value = self.params.get(name)
+        if isinstance(value, list) and not value:
+            return {}
+        return value if isinstance(value, dict) else None
+
     def require_admin(self) -> None:
         user = self.world.users.get(self.caller.user_id)
         if user is None or not user.admin:

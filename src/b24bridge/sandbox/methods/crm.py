@@ -31,10 +31,8 @@ def record_id(call: Call, message: str = "ID is not defined or invalid.") -> int
 
 
 def _fields_param(call: Call) -> dict[str, Any]:
-    fields = call.param("fields")
-    if isinstance(fields, list) and not fields:
-        return {}  # PHP's empty array arrives as []
-    if not isinstance(fields, dict):
+    fields = call.map_param("fields")
+    if fields is None:
         raise legacy("Parameter 'fields' must be array.")
     params = call.param("params")
     if params not in (None, "", []) and not isinstance(params, dict):

@@ -65,10 +65,8 @@ def _item(call: Call, spa: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fields(call: Call) -> dict[str, Any]:
-    fields = call.param("fields")
-    if isinstance(fields, list) and not fields:
-        return {}  # PHP's empty array arrives as []
-    if not isinstance(fields, dict):
+    fields = call.map_param("fields")
+    if fields is None:
         raise RestError(100, "Could not find value for parameter {fields}")  # [inferred] as crm.type.add
     return fields
 
