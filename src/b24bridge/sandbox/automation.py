@@ -9,7 +9,10 @@ in the automation designer; the sandbox has no UI, so rules are created through 
   stage_id, handler}`` (see ``webhook_rule``); ``GET`` lists them; ``DELETE .../rules/{id}`` removes one.
   ``entity`` is ``DEAL`` (default) or ``LEAD``; a lead rule's ``stage_id`` is a lead STATUS_ID (``STATUS`` list) and
   its ``category_id`` 0, leads having no funnels. The workflow's document is then ``["crm", "CCrmDocumentLead",
-  "LEAD_{id}"]``.
+  "LEAD_{id}"]``. ``entity`` ``DYNAMIC_{entityTypeId}`` places the rule on a smart process's stage (``STAGE_ID`` like
+  ``DT128_1:PREPARATION``; ``category_id`` one of its funnels, its default funnel when not given; the type needs
+  ``isAutomationEnabled``); the document is ``["crm", "Bitrix\\Crm\\Integration\\BizProc\\Document\\Dynamic",
+  "DYNAMIC_{entityTypeId}_{id}"]`` (REFERENCE 5.4).
 * ``POST /_sandbox/deals/{id}/stage`` ``{stage_id, user_id?}`` moves a deal within its funnel (the stage must be
   one of the funnel's): with ``user_id`` as that user would in the kanban; without it as automation does (a robot
   or workflow changing the stage), so the events it causes carry no tokens (REFERENCE 7.2).
@@ -34,7 +37,8 @@ from starlette.routing import BaseRoute, Route
 
 from . import bizproc_runtime as robots
 from . import crm_categories as funnels
-from . import webhook_rule
+from . import crm_items, webhook_rule
+from . import crm_types as types
 from .bizproc_defs import key_of
 from .control import ControlError, body_of, control, portal, reply
 from .crm_fields import ENTITIES
@@ -42,8 +46,10 @@ from .crm_rules import deal_rules
 from .crm_values import render, render_loose
 from .registry import Call, Caller
 from .runtime import DEFAULT_APP_ID, CrmAction, Sandbox
+from .state import World
 
-# The entities with stage automation and the field that holds their stage.
+# The entities with stage automation and the field that holds their stage; smart processes (``DYNAMIC_{n}``) keep
+# theirs in STAGE_ID too.
 STAGE_FIELDS = {"DEAL": "STAGE_ID", "LEAD": "STATUS_ID"}
 SUPPORTED_ENTITIES = set(STAGE_FIELDS)
 WORKFLOW_STATUSES = {"running", "completed", "timeout", "failed"}
@@ -72,9 +78,9 @@ def on_crm_change(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> None:
-    if entity not in SUPPORTED_ENTITIES or after is None or action == "DELETE":
+    stage_field = STAGE_FIELDS.get(entity) or ("STAGE_ID" if funnels.dynamic_type_id(entity) is not None else None)
+    if stage_field is None or after is None or action == "DELETE":
         return
-    stage_field = STAGE_FIELDS[entity]
     stage = after.get(stage_field)
     if stage is None or (action == "UPDATE" and before is not None and before.get(stage_field) == stage):
         return
@@ -100,6 +106,9 @@ def document_fields(sandbox: Sandbox, entity: str, record: dict[str, Any]) -> di
     """
     definition = next((e for e in ENTITIES if e.entity == entity), None)
     by_name = definition.by_name if definition is not None else {}
+    spa = types.by_entity_type(sandbox.world, funnels.dynamic_type_id(entity) or 0)
+    if spa is not None:
+        by_name = {f.name: f for f in crm_items.fields_of(sandbox.world, spa)}
     values: dict[str, Any] = {}
     for name, value in record.items():
         field = by_name.get(name)
@@ -125,8 +134,9 @@ async def add_rule(request: Request) -> Response:
     world = sandbox.world
     data = await body_of(request)
     entity = str(data.get("entity", "DEAL")).upper()
-    if entity not in SUPPORTED_ENTITIES:
-        raise ControlError(f"entity must be one of {sorted(SUPPORTED_ENTITIES)}")
+    spa = types.by_entity_type(world, funnels.dynamic_type_id(entity) or 0)
+    if entity not in SUPPORTED_ENTITIES and spa is None:
+        raise ControlError(f"entity must be one of {sorted(SUPPORTED_ENTITIES)} or DYNAMIC_{{entityTypeId}}")
     stage_id = data.get("stage_id")
     if not isinstance(stage_id, str) or not stage_id:
         raise ControlError("stage_id is required (e.g. NEW, or C1:NEW in funnel 1)")
@@ -136,6 +146,8 @@ async def add_rule(request: Request) -> Response:
     category_id = _int_field(data, "category_id", 0)
     if entity == "LEAD" and category_id != 0:
         raise ControlError("leads have no funnels: category_id must be 0")
+    if spa is not None:
+        category_id = _spa_category(world, spa, data)
     specific = _webhook_rule_fields(data) if kind == "webhook" else _robot_rule_fields(sandbox, data)
     rule = {
         "id": world.next_id("automation_rule"),
@@ -148,6 +160,19 @@ async def add_rule(request: Request) -> Response:
     }
     world.automation_rules.append(rule)
     return reply(rule, 201)
+
+
+def _spa_category(world: World, spa: dict[str, Any], data: dict[str, Any]) -> int:
+    """A smart process's rule sits in one of its funnels (the default one unless ``category_id`` names another);
+    its designer needs ``isAutomationEnabled`` (docs crm-type-add.md)."""
+    if not types.enabled(spa, "isAutomationEnabled"):
+        raise ControlError(f"smart process {spa['entityTypeId']} has isAutomationEnabled N: no automation rules")
+    entity_type_id = int(spa["entityTypeId"])
+    default = funnels.default_category(world, entity_type_id)
+    category_id = _int_field(data, "category_id", default if default is not None else 0)
+    if funnels.entity_type_of(world, category_id) != entity_type_id or category_id not in world.categories:
+        raise ControlError(f"smart process {entity_type_id} has no funnel {category_id}")
+    return category_id
 
 
 def _robot_rule_fields(sandbox: Sandbox, data: dict[str, Any]) -> dict[str, Any]:

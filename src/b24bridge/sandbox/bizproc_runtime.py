@@ -39,6 +39,17 @@ DOCUMENT_TYPES: dict[str, tuple[str, str, str]] = {
     "CONTACT": ("crm", "CCrmDocumentContact", "CONTACT"),
     "COMPANY": ("crm", "CCrmDocumentCompany", "COMPANY"),
 }
+# A smart process's documents (REFERENCE 5.2, 5.4): ["crm", this class, "DYNAMIC_128"], ids "DYNAMIC_128_5".
+DYNAMIC_DOCUMENT = "Bitrix\\Crm\\Integration\\BizProc\\Document\\Dynamic"
+
+
+def document_type(entity: str) -> tuple[str, str, str]:
+    """(module, document class, type) of a CRM entity's documents: ``DEAL``, ``LEAD``, ... or ``DYNAMIC_{n}``."""
+    if entity.startswith("DYNAMIC_"):
+        return ("crm", DYNAMIC_DOCUMENT, entity)
+    return DOCUMENT_TYPES[entity]
+
+
 DEFAULT_AUTH_USER = 1
 DEFAULT_LOG_MESSAGE = "Received response from the application."  # docs bizproc-event-send.md
 TIMEOUT_LOG_MESSAGE = "The application did not respond in time."  # [inferred] wording
@@ -188,7 +199,7 @@ def start_robot(
     """Start a workflow that runs ``rule``'s robot on a CRM document; returns the workflow record."""
     world = sandbox.world
     now = sandbox.now()
-    module, document_class, document_type = DOCUMENT_TYPES[entity]
+    module, document_class, type_name = document_type(entity)
     client_id, code = rule["client_id"], rule["robot_code"]
     wf: dict[str, Any] = {
         "id": new_workflow_id(now),
@@ -196,8 +207,8 @@ def start_robot(
         "client_id": client_id,
         "robot_code": code,
         "activity_name": rule["activity_name"],
-        "document_id": [module, document_class, f"{document_type}_{record_id}"],
-        "document_type": [module, document_class, document_type],
+        "document_id": [module, document_class, f"{type_name}_{record_id}"],
+        "document_type": [module, document_class, type_name],
         "status": "running",
         "reason": None,
         "use_subscription": None,

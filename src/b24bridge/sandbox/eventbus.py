@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from . import outbound, tokens
+from .crm_categories import dynamic_type_id
 from .runtime import CrmAction, Sandbox
 from .state import Application, World, token
 
@@ -35,6 +36,8 @@ KNOWN_EVENTS: dict[str, str | None] = {
         for entity in ("DEAL", "CONTACT", "COMPANY", "LEAD")
         for action in ("ADD", "UPDATE", "DELETE")
     },
+    # Smart-process items, every type alike (docs crm/universal/events/on-crm-dynamic-item-*.md).
+    **{f"ONCRMDYNAMICITEM{action}": "crm" for action in ("ADD", "UPDATE", "DELETE")},
 }
 # Only these events carry ``refresh_token`` (REFERENCE 4.3: registered with sendRefreshToken=true).
 REFRESH_EVENTS = {"ONAPPINSTALL", "ONAPPUPDATE", "ONOFFLINEEVENT"}
@@ -129,7 +132,9 @@ def queue_offline(sandbox: Sandbox, app: Application, event: str, data: Any, use
     )
     if not subscribed:
         return
-    object_id = str(data.get("FIELDS", {}).get("ID", "")) if isinstance(data, dict) else ""
+    fields = data.get("FIELDS", {}) if isinstance(data, dict) else {}
+    # One record per object: a smart-process item is known by its type and id together.
+    object_id = ":".join(str(fields[k]) for k in ("ENTITY_TYPE_ID", "ID") if k in fields)
     for record in list(world.offline_events):
         same = record["client_id"] == app.client_id and record["EVENT_NAME"] == event
         if same and record["object_id"] == object_id and not record.get("process_id"):
@@ -156,6 +161,16 @@ def queue_offline(sandbox: Sandbox, app: Application, event: str, data: Any, use
 # --- the CRM listener ------------------------------------------------------------------------------------
 
 
+def crm_event(entity: str, action: CrmAction, record_id: int) -> tuple[str, dict[str, Any]]:
+    """The event a CRM change raises and its ``data``: ``ONCRMDEALUPDATE`` with ``{FIELDS: {ID}}``, or for a
+    smart-process item (entity ``DYNAMIC_{entityTypeId}``) ``ONCRMDYNAMICITEMUPDATE`` with ``{FIELDS: {ID,
+    ENTITY_TYPE_ID}}``, both as strings (docs on-crm-dynamic-item-update.md)."""
+    entity_type_id = dynamic_type_id(entity)
+    if entity_type_id is not None:
+        return f"ONCRMDYNAMICITEM{action}", {"FIELDS": {"ID": str(record_id), "ENTITY_TYPE_ID": str(entity_type_id)}}
+    return f"ONCRM{entity.upper()}{action}", {"FIELDS": {"ID": str(record_id)}}
+
+
 def on_crm_change(
     sandbox: Sandbox,
     entity: str,
@@ -166,10 +181,9 @@ def on_crm_change(
     *,
     actor_user_id: int | None = None,
 ) -> None:
-    event = f"ONCRM{entity.upper()}{action}"
+    event, data = crm_event(entity, action, record_id)
     if event not in KNOWN_EVENTS:
         return
-    data = {"FIELDS": {"ID": str(record_id)}}
     for app in list(sandbox.world.apps.values()):
         if not app.installed or "crm" not in app.scopes:
             continue

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import outbound
-from .bizproc_runtime import DOCUMENT_TYPES, render_text
+from .bizproc_runtime import document_type, render_text
 from .runtime import Sandbox
 
 log = logging.getLogger("b24bridge.sandbox")
@@ -58,7 +58,7 @@ def send(sandbox: Sandbox, rule: dict[str, Any], entity: str, record_id: int, re
     if problem is not None:
         log.info("outbound webhook rule %s sends nothing: %s (%s)", rule["id"], problem, url)
         return
-    module, document_class, document_type = DOCUMENT_TYPES[entity]
-    document_id = [module, document_class, f"{document_type}_{record_id}"]
+    module, document_class, type_name = document_type(entity)
+    document_id = [module, document_class, f"{type_name}_{record_id}"]
     meta = {"rule_id": rule["id"], "document_id": document_id}
     sandbox.spawn(outbound.post_form(sandbox, KIND, url, {"document_id": document_id}, **meta))
