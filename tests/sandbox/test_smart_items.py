@@ -212,3 +212,23 @@ def test_fields_describe_the_type(sandbox: LiveSandbox) -> None:
     assert fields["opened"]["isRequired"] and fields["contactIds"]["isMultiple"]
     item = add_item(sandbox, parentId2=4)
     assert item["parentId2"] == 4
+
+
+def test_what_holds_items_cannot_go(sandbox: LiveSandbox) -> None:
+    spa = add_type(sandbox, **ALL_ON)
+    second = ok(sandbox.call("crm.category.add", {"entityTypeId": 128, "fields": {"name": "B2B"}}))["category"]["id"]
+    item = add_item(sandbox, categoryId=second, stageId=f"DT128_{second}:CLIENT")
+    rows = ok(sandbox.call("crm.status.list", {"filter": {"ENTITY_ID": f"DYNAMIC_128_STAGE_{second}"}}))
+    stage = next(r for r in rows if r["STATUS_ID"] == f"DT128_{second}:CLIENT")
+    assert error(sandbox.call("crm.status.delete", {"id": stage["ID"]}))["error_description"] == (
+        "There are active items in this status.")  # fmt: skip
+    assert error(sandbox.call("crm.category.delete", {"entityTypeId": 128, "id": second})) == {
+        "error": "BX_ERROR", "error_description": "Elements related to the funnel found"}  # fmt: skip
+    assert error(sandbox.call("crm.type.delete", {"id": spa["id"]})) == {
+        "error": "BX_ERROR", "error_description": "You cannot delete an entity type that has elements"}  # fmt: skip
+    not_like = ok(sandbox.call("crm.item.list", {"entityTypeId": 128, "filter": {"!%title": "Orders"}}))["items"]
+    assert not_like == []
+    ok(sandbox.call("crm.item.delete", {"entityTypeId": 128, "id": item["id"]}))
+    assert ok(sandbox.call("crm.status.delete", {"id": stage["ID"]})) is True
+    assert ok(sandbox.call("crm.category.delete", {"entityTypeId": 128, "id": second})) is None
+    assert ok(sandbox.call("crm.type.delete", {"id": spa["id"]})) == []
