@@ -226,6 +226,7 @@ def run(world: World, flood: int, duration: float) -> dict[str, Any]:
     cloud = world.cloud
     quiet = [index for index in range(1, len(cloud.urls)) if world.deals[index]]
     started = time.time()
+    admitted_before = int(cloud.control(0, "GET", "/_sandbox/limits")["admitted_requests"])
     if flood:
         cloud.control(0, "POST", "/_sandbox/deals/move", {"deal_ids": world.deals[0], "stage_id": STAGE})
     for index in quiet:
@@ -263,6 +264,10 @@ def run(world: World, flood: int, duration: float) -> dict[str, Any]:
         result["flood"] = {"runs": len(done), "of": flood, "seconds": took, "runs_per_s": rate,
                            "bound_seconds": bound_seconds(flood)}  # fmt: skip
         result["flood"]["of_bound"] = result["flood"]["bound_seconds"] / took if took else 0
+        # How full the flooding portal's requests were: the bound assumes 50 commands in each.
+        requests = int(cloud.control(0, "GET", "/_sandbox/limits")["admitted_requests"]) - admitted_before
+        result["flood"]["requests"] = requests
+        result["flood"]["commands_per_request"] = len(done) * COMMANDS_PER_RUN / requests if requests else 0.0
         result["unanswered"] += flood - len(done)
     result["limit_errors"] = sum(_limit_errors(cloud, i) for i in range(len(cloud.urls)))
     result["wall"] = time.time() - started
@@ -338,6 +343,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     f = flood["flood"]
     print(f"  flooding portal: {f['runs']}/{f['of']} runs in {f['seconds']:.1f} s = {f['runs_per_s']:.1f} runs/s; "
           f"bound {f['bound_seconds']:.1f} s; {f['of_bound']:.3f} of the bound")  # fmt: skip
+    print(f"  flooding portal's requests: {f['requests']} ({f['commands_per_request']:.1f} commands a request, "
+          f"{COMMANDS_PER_RUN} a run; the bound takes {MAX_BATCH})")  # fmt: skip
     print(f"  limit errors (503/429) from every portal: {quiet['limit_errors']} / {flood['limit_errors']}; "
           f"unanswered workflows: {quiet['unanswered']} / {flood['unanswered']}")  # fmt: skip
     checks = [

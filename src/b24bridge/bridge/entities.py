@@ -61,7 +61,8 @@ class RecordKind:
         """How messages name it: ``deal``, ``smart-process item (128)``."""
         if not self.is_item:
             return self.name
-        return f"smart-process item ({self.process or self.entity_type_id})"
+        known = [part for part in (self.process, str(self.entity_type_id or "")) if part]
+        return f"smart-process item ({', '.join(known)})"
 
     @property
     def has_products(self) -> bool:
