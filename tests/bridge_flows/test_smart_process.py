@@ -13,7 +13,7 @@ import pytest
 
 from b24bridge.bridge.intake import status_secret
 from b24bridge.portals import crypto
-from tests.bridge_flows.conftest import HOOK_SECRET, KEY, BridgeService, new_deal, result
+from tests.bridge_flows.conftest import HOOK_SECRET, KEY, BridgeService, new_deal, result, robot_rule
 from tests.sandbox.conftest import CloudPortal
 
 ORDERS = """
@@ -265,3 +265,46 @@ def test_item_events_hand_over_the_named_process_items_only(
         f"the item is of smart process {warehouse}, this route's is {orders}"
     )
     assert [d["TITLE"] for d in result(target, "crm.deal.list", {"select": ["TITLE"]})] == ["Order by event"]
+
+
+ROBOT = """
+portals:
+  partner:
+    app: ${SOURCE_DOMAIN}
+  acme:
+    webhook: ${TARGET_WEBHOOK}
+routes:
+  orders-by-robot:
+    source: partner
+    source_entity: {smart_process: Orders}
+    target: acme
+    triggers:
+      robot: true
+    deal:
+      TITLE: "{{ item.TITLE }}"
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_bridge_robot_on_an_items_stage_hands_it_over_and_its_workflow_hears_the_deal(
+    portals: tuple[CloudPortal, CloudPortal], bridge_factory: Callable[..., BridgeService]
+) -> None:
+    source, target = portals
+    orders, pipeline = new_process(source, "Orders")
+    bridge = bridge_factory(ROBOT)
+    bridge.install()
+    bridge.wait(lambda: bridge.rows("SELECT 1 FROM robot_registrations WHERE code = 'b24bridge_bridge_deal'"), "sync")
+    stage = f"DT{orders}_{pipeline}:PREPARATION"
+    robot_rule(bridge, "orders-by-robot", stage, entity=f"DYNAMIC_{orders}", category_id=pipeline)
+    order = result(source, "crm.item.add", {"entityTypeId": orders, "fields": {"title": "Robot order"}})["item"]
+    result(source, "crm.item.update", {"entityTypeId": orders, "id": order["id"], "fields": {"stageId": stage}})
+    [workflow] = bridge.wait(
+        lambda: [w for w in source.control("GET", "/_sandbox/workflows")["workflows"] if w["status"] != "running"],
+        "the workflow's answer",
+    )
+    assert workflow["status"] == "completed", workflow
+    assert workflow["document_id"][-1] == f"DYNAMIC_{orders}_{order['id']}"
+    [deal] = result(target, "crm.deal.list", {"select": ["ID", "TITLE"]})
+    assert deal["TITLE"] == "Robot order" and int(workflow["return_values"]["target_deal_id"]) == int(deal["ID"])
+    [run] = bridge.settled_runs(1)
+    assert run["trigger"] == "robot" and run["status"] == "succeeded" and run["answered_at"] is not None
