@@ -127,7 +127,8 @@ class Bridge:
         cmd = [sys.executable, "-m", "b24bridge.cli", "serve"]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir)
-        url = f"http://127.0.0.1:{settings['port']}/readyz"
+        self.base_url = f"http://127.0.0.1:{settings['port']}"
+        url = f"{self.base_url}/readyz"
         for _ in range(600):
             try:
                 if httpx.get(url, timeout=1).status_code == 200:

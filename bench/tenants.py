@@ -268,10 +268,32 @@ def run(world: World, flood: int, duration: float) -> dict[str, Any]:
         requests = int(cloud.control(0, "GET", "/_sandbox/limits")["admitted_requests"]) - admitted_before
         result["flood"]["requests"] = requests
         result["flood"]["commands_per_request"] = len(done) * COMMANDS_PER_RUN / requests if requests else 0.0
+        result["flood"]["batch_sizes"] = _busiest_batch_sizes(world.bridge.base_url)
         result["unanswered"] += flood - len(done)
     result["limit_errors"] = sum(_limit_errors(cloud, i) for i in range(len(cloud.urls)))
     result["wall"] = time.time() - started
     return result
+
+
+def _busiest_batch_sizes(base_url: str) -> dict[str, int]:
+    """b24bridge's own count of the commands in each request, for the portal it sent the most requests to (the
+    flooding portal's source side): requests per bucket of ``b24bridge_bitrix_batch_size`` (``le`` its top)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    buckets: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("b24bridge_bitrix_batch_size_bucket{"):
+            labels, _, value = line.partition("} ")
+            parts = dict(p.split("=", 1) for p in labels.split("{", 1)[1].split(","))
+            buckets.setdefault(parts["portal"].strip('"'), {})[parts["le"].strip('"')] = float(value)
+    if not buckets:
+        return {}
+    busiest = max(buckets.values(), key=lambda b: b.get("+Inf", 0))
+    tops = sorted(busiest, key=lambda le: float("inf") if le == "+Inf" else float(le))
+    counts, below = {}, 0.0
+    for le in tops:
+        counts[le] = int(busiest[le] - below)
+        below = busiest[le]
+    return counts
 
 
 def _limit_errors(cloud: Cloud, index: int) -> int:
@@ -345,6 +367,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
           f"bound {f['bound_seconds']:.1f} s; {f['of_bound']:.3f} of the bound")  # fmt: skip
     print(f"  flooding portal's requests: {f['requests']} ({f['commands_per_request']:.1f} commands a request, "
           f"{COMMANDS_PER_RUN} a run; the bound takes {MAX_BATCH})")  # fmt: skip
+    sizes = ", ".join(f"<={le}: {n}" for le, n in f.get("batch_sizes", {}).items() if n)
+    print(f"  commands per request at b24bridge's busiest portal (requests): {sizes or 'not measured'}")
     print(f"  limit errors (503/429) from every portal: {quiet['limit_errors']} / {flood['limit_errors']}; "
           f"unanswered workflows: {quiet['unanswered']} / {flood['unanswered']}")  # fmt: skip
     checks = [
