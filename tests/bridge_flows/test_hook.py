@@ -150,3 +150,16 @@ def test_a_deal_without_contact_or_products_arrives_alone(bridge_factory: Callab
 
 def _id_of(value: object) -> int:
     return int(str(value or 0))
+
+
+def test_a_record_the_database_cannot_store_ends_dead_with_the_reason(
+    bridge_factory: Callable[..., BridgeService],
+) -> None:
+    """A deal whose title holds a NUL byte (a portal keeps it; PostgreSQL's text and jsonb cannot): the run is dead
+    with the database's own words at once, not tried again every two seconds for ever."""
+    bridge = bridge_factory(ROUTES)
+    webhook_rule(bridge.source, bridge.hook_url("partner-to-acme"))
+    move(bridge.source, new_deal(bridge.source, TITLE="Order\x007"))
+    [run] = bridge.settled_runs(1, timeout=20)
+    assert run["status"] == "dead" and run["attempts"] == 1, (run["status"], run["attempts"], run["error"])
+    assert run["error"].startswith("the database refused what this run stores: "), run["error"]

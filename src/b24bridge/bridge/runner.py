@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import psycopg
 import structlog
 
 from b24bridge.bitrix import BitrixError
@@ -86,6 +87,13 @@ class BridgeRunner:
         except Busy as exc:
             await self._retry_later(run, str(exc))
             return await self.runs.finish(run.id, "failed", error=str(exc))
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            # Not an outage (those go back to the queue, see runs.retry.guarded): the database refuses what the
+            # run stores (a record's text PostgreSQL cannot hold, say), and would refuse it on every attempt.
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return await self.runs.finish(
+                run.id, "failed", error=f"the database refused what this run stores: {reason}"
+            )
         except RetryRun:
             raise
         target_id = result.target_deal_id or result.target_ref
