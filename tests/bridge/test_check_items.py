@@ -86,7 +86,7 @@ def test_a_process_is_found_by_title_or_id_and_its_own_fields_and_stages_are_che
             f"routes.yaml:14: routes.deals-to-orders.item.STAGE_ID.map.PREPARATION: '{stage}:SHIPPED' is not allowed "
             "in STAGE_ID",
             f"routes.yaml:16: routes.deals-to-orders.item.UF_CRM_NOPE: no such field in the smart-process item "
-            f"({orders}) of acme",
+            f"({'Orders, ' if named == 'Orders' else ''}{orders}) of acme",
             f"routes.yaml:18: routes.deals-to-orders.status_back.stages.{stage}:LOST: not a smart-process item "
             f"({'Orders, ' if named == 'Orders' else ''}{orders}) stage of acme",
         ], found

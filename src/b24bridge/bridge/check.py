@@ -67,6 +67,11 @@ class _RouteCheck:
         category = route.deal.get("CATEGORY_ID")
         self.category = _int_or_none(category.value) if category is not None and category.kind == "const" else None
 
+    def _named(self, entity: str) -> str:
+        """How messages name a record kind: ``smart-process item (Orders, 128)`` for the route's process."""
+        kinds = (self.route.source_entity, self.route.target_entity)
+        return next((kind.label for kind in kinds if schema_key(kind) == entity), entity)
+
     def run(self) -> list[str]:
         route = self.route
         self._event_stages()
@@ -102,12 +107,12 @@ class _RouteCheck:
             ):
                 fields = schema.fields(entity)
                 if name not in fields:
-                    what = f"no such field in the {_named(entity)} of {portal}"
+                    what = f"no such field in the {self._named(entity)} of {portal}"
                     self.problems.add(
                         rule.line_of("match"),
                         where,
                         what,
-                        _field_choices(name, sorted(fields), f"a {_named(entity)} field of {portal}"),
+                        _field_choices(name, sorted(fields), f"a {self._named(entity)} field of {portal}"),
                     )
 
     def _event_stages(self) -> None:
@@ -161,16 +166,19 @@ class _RouteCheck:
         writable = sorted(n for n, f in fields.items() if not f.get("isReadOnly"))
         spec = fields.get(name)
         if spec is None:
-            what = f"no such field in the {_named(entity)} of {portal}"
+            what = f"no such field in the {self._named(entity)} of {portal}"
             self.problems.add(
-                rule.line, where, what, _field_choices(name, writable, f"a writable {_named(entity)} field of {portal}")
+                rule.line,
+                where,
+                what,
+                _field_choices(name, writable, f"a writable {self._named(entity)} field of {portal}"),
             )
         elif spec.get("isReadOnly"):
             self.problems.add(
                 rule.line,
                 where,
                 f"read-only in {portal}",
-                _field_choices(name, writable, f"a writable {_named(entity)} field of {portal}"),
+                _field_choices(name, writable, f"a writable {self._named(entity)} field of {portal}"),
             )
         else:
             return spec
@@ -207,8 +215,8 @@ class _RouteCheck:
         fields = schema.fields(entity)
         spec = fields.get(name)
         if spec is None and name not in extra:
-            what = f"{reading}: the {_named(entity)} of {portal} has no such field"
-            described = f"a {_named(entity)} field of {portal}"
+            what = f"{reading}: the {self._named(entity)} of {portal} has no such field"
+            described = f"a {self._named(entity)} field of {portal}"
             self.problems.add(line, where, what, _field_choices(name, sorted([*fields, *extra]), described))
         return spec
 
@@ -306,8 +314,3 @@ def _field_choices(name: str, names: list[str], described: str) -> str:
 def _fitting(target_type: str) -> str:
     fitting = [rule_type for rule_type, misfits in MISFITS.items() if target_type not in misfits]
     return "no type, or " + ", ".join([*fitting, "string"])
-
-
-def _named(entity: str) -> str:
-    """``DYNAMIC_128`` -> ``smart-process item (128)``; the others as they are."""
-    return smart_process(int(entity.removeprefix("DYNAMIC_"))).label if entity.startswith("DYNAMIC_") else entity
