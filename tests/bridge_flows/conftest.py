@@ -131,7 +131,12 @@ class BridgeService:
 
         def ended() -> list[dict[str, Any]]:
             found = self.rows("SELECT * FROM runs WHERE kind = 'bridge' ORDER BY id")
-            done = [r for r in found if r["status"] in ("succeeded", "dead")]
+            # A workflow's run has ended once its answer is recorded too: the workflow may hear it a moment before.
+            done = [
+                r
+                for r in found
+                if r["status"] in ("succeeded", "dead") and (r["workflow_id"] is None or r["answered_at"] is not None)
+            ]
             return found if len(done) >= count and len(done) == len(found) else []
 
         runs: list[dict[str, Any]] = self.wait(ended, f"{count} bridge runs to end", timeout)
