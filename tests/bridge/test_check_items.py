@@ -10,7 +10,7 @@ import pytest
 from b24bridge.bitrix import BitrixClient, WebhookAuth
 from b24bridge.bridge.check import PortalSchema, check_routes, fetch_schema
 from tests.bridge.conftest import load
-from tests.bridge.test_check import rest
+from tests.bridge_flows.conftest import new_process
 from tests.livehttp import serve
 from tests.sandbox.conftest import LiveCloud
 
@@ -23,19 +23,8 @@ def cloud() -> Iterator[tuple[LiveCloud, dict[str, int], int]]:
     default pipeline given)."""
     for live in serve(LiveCloud(2, limits_enabled=False)):
         _, acme = live
-        made = {}
-        for title in ("Warehouse", "Orders"):
-            fields = {
-                "title": title,
-                "isCategoriesEnabled": "Y",
-                "isStagesEnabled": "Y",
-                "isClientEnabled": "Y",
-                "isLinkWithProductsEnabled": "Y",
-                "isAutomationEnabled": "Y",
-            }
-            made[title] = int(rest(acme, "crm.type.add", {"fields": fields})["type"]["entityTypeId"])
-        pipelines = rest(acme, "crm.category.list", {"entityTypeId": made["Orders"]})["categories"]
-        yield live, made, int(pipelines[0]["id"])
+        made = {title: new_process(acme, title) for title in ("Warehouse", "Orders")}
+        yield live, {title: type_id for title, (type_id, _) in made.items()}, made["Orders"][1]
 
 
 @pytest.fixture(scope="module")

@@ -159,6 +159,23 @@ def new_deal(portal: CloudPortal, **fields: Any) -> int:
     return int(answer.json()["result"])
 
 
+def new_process(portal: CloudPortal, title: str) -> tuple[int, int]:
+    """A smart process with clients enabled: its entityTypeId and its default pipeline's id."""
+    fields = {
+        "title": title,
+        "isCategoriesEnabled": "Y",
+        "isStagesEnabled": "Y",
+        "isClientEnabled": "Y",
+        "isLinkWithProductsEnabled": "Y",
+        "isAutomationEnabled": "Y",
+    }
+    made = result(portal, "crm.type.add", {"fields": fields})["type"]
+    entity_type_id = int(made["entityTypeId"])
+    pipelines = result(portal, "crm.category.list", {"entityTypeId": entity_type_id})["categories"]
+    default = next(p for p in pipelines if p.get("isDefault") in ("Y", True))
+    return entity_type_id, int(default["id"])
+
+
 def result(portal: CloudPortal, method: str, params: dict[str, Any] | None = None) -> Any:
     answer = portal.call(method, params or {})
     assert answer.status_code == 200, answer.text

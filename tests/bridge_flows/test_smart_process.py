@@ -13,7 +13,7 @@ import pytest
 
 from b24bridge.bridge.intake import status_secret
 from b24bridge.portals import crypto
-from tests.bridge_flows.conftest import HOOK_SECRET, KEY, BridgeService, new_deal, result, robot_rule
+from tests.bridge_flows.conftest import HOOK_SECRET, KEY, BridgeService, new_deal, new_process, result, robot_rule
 from tests.sandbox.conftest import CloudPortal
 
 ORDERS = """
@@ -44,23 +44,6 @@ routes:
       fields:
         UF_CRM_ORDER: "{{ target.ID }}"
 """
-
-
-def new_process(portal: CloudPortal, title: str) -> tuple[int, int]:
-    """A smart process with clients enabled: its entityTypeId and its default pipeline's id."""
-    fields = {
-        "title": title,
-        "isCategoriesEnabled": "Y",
-        "isStagesEnabled": "Y",
-        "isClientEnabled": "Y",
-        "isLinkWithProductsEnabled": "Y",
-        "isAutomationEnabled": "Y",
-    }
-    made = result(portal, "crm.type.add", {"fields": fields})["type"]
-    entity_type_id = int(made["entityTypeId"])
-    pipelines = result(portal, "crm.category.list", {"entityTypeId": entity_type_id})["categories"]
-    default = next(p for p in pipelines if p.get("isDefault") in ("Y", True))
-    return entity_type_id, int(default["id"])
 
 
 def items(portal: CloudPortal, entity_type_id: int) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .check_schema import FieldMap, PortalSchema, fetch_schema, schema_key
-from .entities import smart_process
+from .entities import process_type_id, smart_process
 from .route_model import TAX_NUMBER, EntityRule, FieldRule, Route, RouteFile, Scope, key_fields
 from .routes_yaml import Problems, Segment, choices
 from .templates import referenced_fields
@@ -280,8 +280,9 @@ def _allowed_values(schema: PortalSchema, entity: str, name: str, category: int 
         return None
     if entity == "deal" and name == "STAGE_ID":
         return schema.stages_of(category)
-    if entity.startswith("DYNAMIC_") and name == "STAGE_ID":
-        return schema.stages_for(smart_process(int(entity.removeprefix("DYNAMIC_"))), category)
+    type_id = process_type_id(entity)
+    if type_id is not None and name == "STAGE_ID":
+        return schema.stages_for(smart_process(type_id), category)
     kind, status_type = spec.get("type"), spec.get("statusType")
     if kind == "crm_category":
         return tuple(str(category_id) for category_id in schema.categories_of(entity))

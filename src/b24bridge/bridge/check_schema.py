@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bitrix import BitrixError, Portal
-from .entities import DEAL, RecordKind, smart_process
+from .entities import DEAL, RecordKind, process_titled, process_titles, process_type_id, smart_process
 
 FieldMap = Mapping[str, Mapping[str, Any]]
 
@@ -41,8 +41,9 @@ class PortalSchema:
 
     def fields(self, entity: str) -> FieldMap:
         """``deal``, ``lead``, ``contact``, ``company``, or a smart process's ``DYNAMIC_<entityTypeId>``."""
-        if entity.startswith("DYNAMIC_"):
-            process = self.processes.get(int(entity.removeprefix("DYNAMIC_")))
+        type_id = process_type_id(entity)
+        if type_id is not None:
+            process = self.processes.get(type_id)
             return process.fields if process is not None else {}
         return {"deal": self.deal, "lead": self.lead, "contact": self.contact, "company": self.company}[entity]
 
@@ -63,8 +64,9 @@ class PortalSchema:
         return tuple(stage for stages in self.stages.values() for stage in stages)
 
     def categories_of(self, entity: str) -> Mapping[int, str]:
-        if entity.startswith("DYNAMIC_"):
-            process = self.processes.get(int(entity.removeprefix("DYNAMIC_")))
+        type_id = process_type_id(entity)
+        if type_id is not None:
+            process = self.processes.get(type_id)
             return process.categories if process is not None else {}
         return self.categories
 
@@ -75,9 +77,8 @@ class PortalSchema:
         if kind.entity_type_id:
             found = kind if kind.entity_type_id in self.processes else None
         else:
-            wanted = kind.process.casefold()
-            ids = [i for i, p in self.processes.items() if p.title.casefold() == wanted]
-            found = smart_process(ids[0], kind.process) if ids else None
+            type_id = process_titled({i: p.title for i, p in self.processes.items()}, kind.process)
+            found = smart_process(type_id, kind.process) if type_id is not None else None
         titles = ", ".join(f"{p.title} ({i})" for i, p in sorted(self.processes.items())) or "none"
         return found, "" if found is not None else f"no such smart process (the portal has: {titles})"
 
@@ -109,11 +110,7 @@ async def fetch_schema(portal: Portal) -> PortalSchema:
 
 
 async def _processes(portal: Portal, types: list[Any]) -> dict[int, ProcessSchema]:
-    kinds = [
-        (smart_process(int(row["entityTypeId"])), str(row.get("title") or ""))
-        for row in types
-        if isinstance(row, dict) and str(row.get("entityTypeId") or "").isdigit()
-    ]
+    kinds = [(smart_process(type_id), title) for type_id, title in process_titles(types).items()]
     answers = await asyncio.gather(
         *(portal.call(*kind.fields()) for kind, _ in kinds),
         *(_all_rows(portal, "crm.category.list", {"entityTypeId": kind.entity_type_id}) for kind, _ in kinds),

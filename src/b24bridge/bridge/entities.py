@@ -172,15 +172,45 @@ class RecordKind:
         return (f"ONCRM{self.entity}ADD", f"ONCRM{self.entity}UPDATE")
 
     def takes(self, other: RecordKind) -> bool:
-        """Records of ``other`` are this kind's: the same, or items of a process still to be resolved by title."""
-        if self.is_item and other.is_item and self.entity_type_id == 0:
-            return True
-        return self == other or (self.is_item and other.is_item and self.entity_type_id == other.entity_type_id)
+        """Records of ``other`` are this kind's: the same, or items of the same process, or of any process while this
+        one's title is still to be resolved."""
+        if not (self.is_item and other.is_item):
+            return self == other
+        return self.entity_type_id in (0, other.entity_type_id)
 
 
 DEAL = RecordKind("deal", "DEAL", 2, "STAGE_ID", "CCrmDocumentDeal")
 LEAD = RecordKind("lead", "LEAD", 1, "STATUS_ID", "CCrmDocumentLead", "STATUS")
 KINDS: Mapping[str, RecordKind] = MappingProxyType({kind.name: kind for kind in (DEAL, LEAD)})
+# A record's contact and company: legacy records whatever the record's own kind.
+PARTIES: Mapping[str, RecordKind] = MappingProxyType(
+    {
+        "CONTACT": RecordKind("contact", "CONTACT", 3, "", "CCrmDocumentContact"),
+        "COMPANY": RecordKind("company", "COMPANY", 4, "", "CCrmDocumentCompany"),
+    }
+)
+
+
+def process_type_id(entity: str) -> int | None:
+    """``DYNAMIC_128`` -> 128; None for a legacy entity's name."""
+    digits = entity.removeprefix("DYNAMIC_")
+    return int(digits) if digits != entity and digits.isascii() and digits.isdigit() else None
+
+
+def process_titles(types: Any) -> dict[int, str]:
+    """``crm.type.list``'s rows as entityTypeId -> title."""
+    titles: dict[int, str] = {}
+    for row in types if isinstance(types, list) else []:
+        text = str(row.get("entityTypeId") or "") if isinstance(row, dict) else ""
+        if text.isascii() and text.isdigit():
+            titles[int(text)] = str(row.get("title") or "")
+    return titles
+
+
+def process_titled(titles: Mapping[int, str], title: str) -> int | None:
+    """The entityTypeId of the process ``title`` names (case aside) among ``titles`` (entityTypeId -> title)."""
+    wanted = title.casefold()
+    return next((type_id for type_id, named in sorted(titles.items()) if named.casefold() == wanted), None)
 
 
 def smart_process(entity_type_id: int = 0, title: str = "") -> RecordKind:

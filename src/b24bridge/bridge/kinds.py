@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
 
 from b24bridge.bitrix import Portal
 
-from .entities import RecordKind, smart_process
+from .entities import RecordKind, process_titled, process_titles, smart_process
 from .route_model import Route
 from .schemas import BridgeConfigError
 
@@ -32,11 +31,11 @@ class ProcessTypes:
         key = (portal_key, kind.process.casefold())
         known = self._known.get(key)
         if known is None or known[0] < time.monotonic():
-            types = [row async for row in portal.list("crm.type.list", {})]
-            entity_type_id = _titled(types, kind.process)
+            titles = process_titles([row async for row in portal.list("crm.type.list", {})])
+            entity_type_id = process_titled(titles, kind.process)
             if entity_type_id is None:
-                titles = ", ".join(sorted(str(t.get("title")) for t in types if isinstance(t, dict))) or "none"
-                raise BridgeConfigError(f"no smart process titled {kind.process!r} in the portal (it has: {titles})")
+                has = ", ".join(sorted(titles.values())) or "none"
+                raise BridgeConfigError(f"no smart process titled {kind.process!r} in the portal (it has: {has})")
             known = (time.monotonic() + self.ttl, entity_type_id)
             self._known[key] = known
         return smart_process(known[1], kind.process)
@@ -53,14 +52,3 @@ class ProcessTypes:
         if mine is route.source_entity and theirs is route.target_entity:
             return route
         return dataclasses.replace(route, source_entity=mine, target_entity=theirs)
-
-
-def _titled(types: list[Any], title: str) -> int | None:
-    wanted = title.casefold()
-    for row in types:
-        if isinstance(row, dict) and str(row.get("title", "")).casefold() == wanted:
-            try:
-                return int(row.get("entityTypeId") or 0) or None
-            except (TypeError, ValueError):
-                return None
-    return None

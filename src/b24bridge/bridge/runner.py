@@ -194,7 +194,7 @@ def _other_process(route: Route, run: Run) -> str | None:
     """Why a run of a route that names its smart process by title is not this route's (another process's item)."""
     kind = route.target_entity if run.trigger == "status" else route.source_entity
     found = record_id_of(run.document_id)
-    if not kind.is_item or found is None or not found[0].is_item or found[0].entity_type_id == kind.entity_type_id:
+    if not kind.is_item or found is None or kind.takes(found[0]):
         return None
     return f"the item is of smart process {found[0].entity_type_id}, this route's is {kind.entity_type_id}"
 

@@ -18,18 +18,13 @@ from b24bridge.bitrix import BitrixError, CallObserver, CommandResult
 
 from . import repository
 from .connections import Endpoint
-from .entities import DEAL, RecordKind
+from .entities import DEAL, PARTIES, RecordKind
 from .mapping import MULTIFIELDS, changed, fingerprint, match_lookups
 from .repository import Link
 from .route_model import TAX_NUMBER, EntityRule, Route, key_fields
 from .schemas import ORIGINATOR_ID, Busy, DeliveryResult
 
 PRODUCTS_KEY = "__products__"
-# A contact's or company's calls (the parties of a record are legacy records whatever the record's own kind).
-PARTIES = {
-    "CONTACT": RecordKind("contact", "CONTACT", 3, "", "CCrmDocumentContact"),
-    "COMPANY": RecordKind("company", "COMPANY", 4, "", "CCrmDocumentCompany"),
-}
 # How long a delivery waits for a contact or company another process is creating, and when that claim is stale.
 CLAIM_WAIT = 20.0
 CLAIM_STALE = dt.timedelta(seconds=60)
