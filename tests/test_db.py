@@ -154,3 +154,19 @@ async def _answers_within(db: Database, since: float, seconds: float) -> None:
         except DatabaseUnavailable:
             assert time.monotonic() - since < seconds, f"the database did not answer within {seconds:g} s"
             await asyncio.sleep(0.5)
+
+
+async def test_the_job_engine_sends_each_statement_alone(database: Database) -> None:
+    """Its pool's connections autocommit: a job's fetch and end were a BEGIN, the query and a COMMIT each."""
+    app = database.procrastinate_app()
+
+    @app.task(name="b24bridge.tests.noop", queue="tests")
+    async def noop(value: int) -> None:
+        pass
+
+    async with app.open_async():
+        await noop.defer_async(value=1)
+        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            await conn.execute("SELECT count(*) FROM procrastinate_jobs")
+            assert conn.autocommit
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # no transaction left open

@@ -279,8 +279,10 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
     root.addHandler(handler)
     root.setLevel(numeric_level)
     # Chatty third-party INFO output that says nothing an operator needs. procrastinate logs every job's start
-    # and end (the stalled-job sweeper alone runs every 5 s); the run log keeps what matters of robot jobs.
-    for name in ("pgserver", "alembic.runtime.plugins", "procrastinate"):
+    # and end (the stalled-job sweeper alone runs every 5 s); the run log keeps what matters of robot jobs. httpx
+    # logs every request it sends, a second line beside our own ``bitrix.request`` (and the run log's record of each
+    # call to your endpoints): a tenth of the worker's log work in a flood.
+    for name in ("pgserver", "alembic.runtime.plugins", "procrastinate", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
     # uvicorn installs its own handlers when given a log_config; make sure its records reach ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
