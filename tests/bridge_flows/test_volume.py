@@ -82,7 +82,9 @@ def _chaos(processes_factory: Callable[..., Any], deals: int, kills: int) -> Non
     workflows = _wait_answered(bridge, deals, 420)
     print(f"{deals} deals with faults and {kills} killed workers: answered in {time.monotonic() - started:.1f} s")
     injected = bridge.target.control("GET", "/_sandbox/faults")["injected"]
-    assert sum(injected.values()) > 10, injected  # the faults really happened
+    # The faults really happened. Their sequence is seeded, their count follows the target's requests, and those
+    # depend on how full the batches go (a faster worker sends fewer): seed 11 injects its 3rd fault on the 20th.
+    assert sum(injected.values()) >= 3, injected
     bridge.target.control("DELETE", "/_sandbox/faults")
     _check(bridge, world, workflows)
     retried = bridge.rows("SELECT count(*) AS n FROM runs WHERE kind = 'bridge' AND attempts > 1")[0]["n"]
