@@ -102,7 +102,7 @@ def procrastinate_app(conninfo: str, **kwargs: Any) -> procrastinate.App:
 def _job_pool(**args: Any) -> AsyncConnectionPool:
     """The job engine's pool, on the terms of ours. Every query of procrastinate is one statement (a call of its
     functions), yet its own pool paid four round trips for each: a check (an empty query) when taking a connection,
-    a ``BEGIN``, the query and a ``COMMIT`` when giving it back; a job's fetch and its end were a fifth of the
+    a ``BEGIN``, the query and a ``COMMIT`` when giving it back; a job's fetch and its end were a sixth of the
     worker's database time with a 2,000-deal flood (bench/tenants.py). Autocommit runs each statement as its own
     transaction, as before; a connection is checked only after it sat idle."""
     return AsyncConnectionPool(**{**args, "configure": _autocommit, "check": _check_if_idle, "reset": _mark_returned})
