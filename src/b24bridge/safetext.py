@@ -9,13 +9,16 @@ to send; either used to surface as a 500 or a traceback. So every way in applies
 * form fields (:mod:`.forms`), JSON fields (:data:`StoredText`), CLI arguments and route files (:func:`refusal`).
 
 A refusal names where the text was and never shows the text itself (it may be a token).
+
+What b24bridge records of what happened (a run's outcome, an error a portal worded) is not refused but kept with
+the offending characters replaced (:func:`storable`): a record of a run must be written whatever a portal said.
 """
 
 from __future__ import annotations
 
 import re
 from codecs import escape_decode
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
@@ -28,6 +31,7 @@ __all__ = [
     "percent_decode",
     "refusal",
     "shown_name",
+    "storable",
     "target_refusal",
 ]
 
@@ -36,6 +40,7 @@ NOT_UTF8 = "is not valid UTF-8 text"
 SURROGATE = "contains a lone surrogate, which is not text"
 MALFORMED = "has a malformed %-escape"
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 _SHOWN_NAME = 64
 
 
@@ -57,6 +62,17 @@ def refusal(text: str) -> str | None:
     if found is None:
         return None
     return NUL if found.group() == "\x00" else SURROGATE
+
+
+def storable(value: Any) -> Any:
+    """``value`` (text, or JSON-like data holding text) with every NUL and lone surrogate replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(REPLACEMENT, value)
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 def _stored(text: str) -> str:

@@ -1,4 +1,9 @@
-"""SQL of the run log (tables ``runs`` and ``run_calls``, migration 0004). Every function takes its connection."""
+"""SQL of the run log (tables ``runs`` and ``run_calls``, migration 0004). Every function takes its connection.
+
+What a run's end records (its outcome, an error, a call's error) is a portal's or a robot's text, which may hold
+what PostgreSQL cannot (a NUL): it is written :func:`~b24bridge.safetext.storable`, so the record of a run can
+always be written (a refused one had its job tried again every two seconds for ever).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from b24bridge.safetext import storable
 
 from .schemas import NewRun, Revived, Run, RunCall, RunFilter
 
@@ -140,7 +147,7 @@ async def finish(
              WHERE id = %s
             RETURNING {_COLUMNS}
             """,
-            (status, Jsonb(outcome) if outcome is not None else None, error, answered, run_id),
+            (status, Jsonb(storable(outcome)) if outcome is not None else None, storable(error), answered, run_id),
         )
         row = await cur.fetchone()
     return None if row is None else Run(**row)
@@ -148,18 +155,18 @@ async def finish(
 
 async def requeue(conn: Conn, run_id: int, error: str) -> None:
     """A retryable failure: the run waits for its next attempt, the error is kept for whoever looks."""
-    await conn.execute("UPDATE runs SET status = 'queued', error = %s WHERE id = %s", (error, run_id))
+    await conn.execute("UPDATE runs SET status = 'queued', error = %s WHERE id = %s", (storable(error), run_id))
 
 
 async def mark_answered(conn: Conn, run_id: int, error: str | None) -> None:
     await conn.execute(
-        "UPDATE runs SET answered_at = now(), error = coalesce(%s, error) WHERE id = %s", (error, run_id)
+        "UPDATE runs SET answered_at = now(), error = coalesce(%s, error) WHERE id = %s", (storable(error), run_id)
     )
 
 
 async def record_calls(conn: Conn, calls: list[tuple[int, str, str, float, str | None]]) -> None:
     """``(run_id, method, status, duration, error)`` rows, in order, in one statement."""
-    rows = [{"r": r, "m": m, "s": s, "d": d, "e": e, "n": n} for n, (r, m, s, d, e) in enumerate(calls)]
+    rows = storable([{"r": r, "m": m, "s": s, "d": d, "e": e, "n": n} for n, (r, m, s, d, e) in enumerate(calls)])
     await conn.execute(
         """
         INSERT INTO run_calls (run_id, method, status, duration, error)
@@ -174,7 +181,7 @@ async def mark_dead(conn: Conn, run_id: int, reason: str) -> str | None:
     """The run's kind, or None if there is no such run."""
     cur = await conn.execute(
         "UPDATE runs SET status = 'dead', error = %s, finished_at = now() WHERE id = %s RETURNING kind",
-        (reason, run_id),
+        (storable(reason), run_id),
     )
     row = await cur.fetchone()
     return None if row is None else str(row[0])
