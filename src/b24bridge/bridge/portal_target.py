@@ -47,7 +47,14 @@ class PortalTarget:
     async def write(self, handover: Handover) -> DeliveryResult:
         route, found, mapped, repeated = handover.route, handover.found, handover.mapped, handover.repeated
         writer = TargetWriter(
-            self.pool, self.creating, route, handover.source_key, self.endpoint, handover.links, handover.observer
+            self.pool,
+            self.creating,
+            route,
+            handover.source_key,
+            self.endpoint,
+            handover.links,
+            handover.observer,
+            handover.run_id,
         )
         try:
             # Both lookups at once, so they share the target's next request; the first failure is raised as it is.

@@ -8,13 +8,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 Conn = AsyncConnection[Any]
+# How a creation was claimed: afresh, or taken over from an earlier claim (whose creation may have happened).
+Claim = Literal["new", "taken_over"]
 
 
 @dataclass(frozen=True)
@@ -110,22 +112,52 @@ async def save_links(conn: Conn, links: Sequence[Link]) -> None:
 
 
 async def claim_creation(
-    conn: Conn, source_key: str, target_key: str, entity: str, source_id: int, route: str, stale_after: dt.timedelta
-) -> bool:
-    """Claim the creation of the target record for a source record (a placeholder row, ``target_id`` 0), so that
-    deliveries in other processes wait for it instead of creating a second one. A claim older than
-    ``stale_after`` (its process died) may be taken over."""
+    conn: Conn,
+    source_key: str,
+    target_key: str,
+    entity: str,
+    source_id: int,
+    route: str,
+    stale_after: dt.timedelta,
+    run_id: int,
+) -> Claim | None:
+    """Claim the creation of the target record for a source record (a placeholder row, ``target_id`` 0, naming the
+    run and its attempt), so that deliveries in other processes wait for it instead of creating a second one; None
+    when a live attempt holds it. A claim is taken over when its attempt is over (its run ended, or is in a later
+    attempt: a killed worker's, an interrupted one's, this run's own earlier one), or when it is older than
+    ``stale_after`` (a claim from before claims named their run). A taken-over claim's creation may have happened:
+    the caller looks for the record before creating it."""
     cur = await conn.execute(
         """
-        INSERT INTO bridge_links (source_key, target_key, entity, source_id, target_id, route)
-        VALUES (%s, %s, %s, %s, 0, %s)
-        ON CONFLICT (source_key, target_key, entity, source_id) DO UPDATE SET updated_at = now()
-         WHERE bridge_links.target_id = 0 AND bridge_links.updated_at < now() - %s
-        RETURNING 1
+        INSERT INTO bridge_links (source_key, target_key, entity, source_id, target_id, route, claimed_by,
+                                  claimed_attempt)
+        VALUES (%(source)s, %(target)s, %(entity)s, %(id)s, 0, %(route)s, %(run)s,
+                (SELECT attempts FROM runs WHERE id = %(run)s))
+        ON CONFLICT (source_key, target_key, entity, source_id) DO UPDATE
+           SET updated_at = now(), claimed_by = EXCLUDED.claimed_by, claimed_attempt = EXCLUDED.claimed_attempt
+         WHERE bridge_links.target_id = 0
+           AND (bridge_links.updated_at < now() - %(stale)s
+                OR (bridge_links.claimed_by IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM runs
+                                     WHERE runs.id = bridge_links.claimed_by
+                                       AND runs.attempts = bridge_links.claimed_attempt
+                                       AND runs.status IN ('queued', 'running'))))
+        RETURNING xmax = 0 AS fresh
         """,
-        (source_key, target_key, entity, source_id, route, stale_after),
+        {
+            "source": source_key,
+            "target": target_key,
+            "entity": entity,
+            "id": source_id,
+            "route": route,
+            "run": run_id,
+            "stale": stale_after,
+        },
     )
-    return await cur.fetchone() is not None
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return "new" if row[0] else "taken_over"
 
 
 async def created_target(conn: Conn, source_key: str, target_key: str, entity: str, source_id: int) -> int:

@@ -60,8 +60,10 @@ class TargetWriter:
         target: Endpoint,
         links: Mapping[tuple[str, int], Link],
         observer: CallObserver,
+        run_id: int,
     ) -> None:
         self.pool = pool
+        self.run_id = run_id
         # New contacts and companies being created in this process (shared by every writer of one Deliverer).
         self.creating = creating
         self.route = route
@@ -72,8 +74,14 @@ class TargetWriter:
         self.chain: list[tuple[str, str, dict[str, Any]]] = []
         self.new_links: list[Link] = []
         self.waiting: list[tuple[tuple[str, str, int], asyncio.Future[int]]] = []
-        # Creations claimed in the database (placeholder rows), released if this delivery fails.
+        # Creations claimed in the database (placeholder rows), released if this delivery fails for certain.
         self.claims: list[tuple[str, str, str, int]] = []
+        # The chain went out and how it ended is not known: its creations may have happened.
+        self.unsure = False
+        # Claims are taken in one order, the contact's before the company's: a delivery holding a company's claim
+        # then waits for nothing, so no two can each hold what the other waits for (they did, for CLAIM_WAIT).
+        self._contact_claimed = asyncio.Event()
+        self._contact_claiming = False
 
     async def find_origin(self, entity: str, source_id: int) -> int | None:
         """A record this bridge created for ``source_id`` earlier (its map row lost, or its write uncertain)."""
@@ -123,6 +131,22 @@ class TargetWriter:
         repeated: bool,
     ) -> Any:
         """The deal's contact or company in the target: its id, or a ``$result[...]`` reference to its creation."""
+        if entity == "CONTACT":
+            self._contact_claiming = True  # set before the company's party starts (tasks start in order)
+        try:
+            return await self._party(entity, rule, record, values, repeated)
+        finally:
+            if entity == "CONTACT":
+                self._contact_claimed.set()
+
+    async def _party(
+        self,
+        entity: str,
+        rule: EntityRule | None,
+        record: Mapping[str, Any] | None,
+        values: dict[str, Any] | None,
+        repeated: bool,
+    ) -> Any:
         if rule is None or record is None or values is None:
             return None
         source_id = record_id(record.get("ID"))
@@ -135,22 +159,27 @@ class TargetWriter:
                 self.chain.append((entity.lower(), method, {"id": link.target_id, "fields": update}))
             self._link(entity, source_id, link.target_id, values, link)
             return link.target_id
+        if entity != "CONTACT" and self._contact_claiming:
+            await self._contact_claimed.wait()
         key = (self.target.key, entity, source_id)
         pending = self.creating.get(key)
         if pending is not None:
             target_id = await asyncio.shield(pending)
             self._link(entity, source_id, target_id, values, None)
             return target_id
+        elsewhere, taken_over = await self._claim(entity, source_id)
+        if entity == "CONTACT":
+            self._contact_claimed.set()  # the company's claim may go; the lookups below go together
+        if elsewhere:
+            self._link(entity, source_id, elsewhere, values, None)
+            return elsewhere
+        # Only the claim's holder stands for the creation in this process. A writer that waited here for another
+        # still waiting for the claim kept the run holding it (a killed attempt of its own) from ever taking it.
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.creating[key] = future
         self.waiting.append((key, future))
-        elsewhere = await self._claim(entity, source_id)
-        if elsewhere:
-            self._settle(key, elsewhere)
-            self._link(entity, source_id, elsewhere, values, None)
-            return elsewhere
         found = await self._match(entity, rule, record)
-        if found is None and repeated:
+        if found is None and (repeated or taken_over):
             found = await self.find_origin(entity, source_id)
         if found is not None:
             self._settle(key, found)
@@ -189,26 +218,31 @@ class TargetWriter:
             )
         )
 
-    async def _claim(self, entity: str, source_id: int) -> int:
-        """Claim the creation across processes; when another holds it, wait for its record: its id (0: ours)."""
+    async def _claim(self, entity: str, source_id: int) -> tuple[int, bool]:
+        """Claim the creation across processes; when another run holds it, wait for its record. The record's id
+        (0: the claim is ours), and whether the claim was taken over (its earlier holder may have created it)."""
         pool, keys = self.pool, (self.source_key, self.target.key, entity, source_id)
         deadline = asyncio.get_running_loop().time() + CLAIM_WAIT
         while True:
             async with pool.connection() as conn:
-                if await repository.claim_creation(conn, *keys, self.route.name, CLAIM_STALE):
+                claim = await repository.claim_creation(conn, *keys, self.route.name, CLAIM_STALE, self.run_id)
+                if claim is not None:
                     self.claims.append(keys)
-                    return 0
+                    return 0, claim == "taken_over"
                 created = await repository.created_target(conn, *keys)
             if created:
-                return created
+                return created, False
             if asyncio.get_running_loop().time() > deadline:
                 raise Busy(f"another process is still creating the {entity.lower()} of source record {source_id}")
             await asyncio.sleep(0.2)
 
     async def abandon(self, error: BaseException) -> None:
+        """Fail the deliveries waiting for this one's creations, and give up its claims unless the chain may have
+        created them: then the claims stay for this run's next attempt, which takes them over and looks the records
+        up (ORIGIN_ID); another run taking them afresh would create them again."""
         for key, _ in self.waiting:
             self._settle(key, None, error)
-        if self.claims:
+        if self.claims and not self.unsure:
             async with self.pool.connection() as conn:
                 for keys in self.claims:
                     await repository.release_creation(conn, *keys)
@@ -305,6 +339,7 @@ class TargetWriter:
             if self.chain:
                 results = await self.target.portal.chain(self.chain, observer=self.observer)
         except BaseException as exc:
+            self.unsure = not isinstance(exc, BitrixError) or exc.uncertain
             for key, _ in self.waiting:
                 self._settle(key, None, exc)
             raise
