@@ -117,12 +117,16 @@ class Bridge:
     where no ``.env`` is, so a developer's environment cannot change what is measured.
     """
 
-    def __init__(self, settings: dict[str, str]) -> None:
+    def __init__(self, settings: dict[str, str], workers: int = 0) -> None:
+        """``workers`` > 0: ``serve`` without its in-process worker, and that many ``b24bridge worker`` processes."""
         import httpx
 
+        if workers:
+            settings = {**settings, "worker_in_process": "false", "metrics_port": "0"}
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("B24BRIDGE_")}
         env = {**inherited, **{f"B24BRIDGE_{k.upper()}": v for k, v in settings.items()}}
         self.data_dir = Path(settings["data_dir"])
+        self.workers: list[subprocess.Popen[bytes]] = []
         self.log_path = self.data_dir / "serve.log"
         cmd = [sys.executable, "-m", "b24bridge.cli", "serve"]
         with self.log_path.open("wb") as log:
@@ -132,6 +136,7 @@ class Bridge:
         for _ in range(600):
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
+                    self._start_workers(workers, env)
                     return
             except httpx.HTTPError:
                 pass
@@ -147,7 +152,16 @@ class Bridge:
         except OSError:
             return ""
 
+    def _start_workers(self, count: int, env: dict[str, str]) -> None:
+        for index in range(count):
+            with (self.data_dir / f"worker-{index}.log").open("wb") as log:
+                command = [sys.executable, "-m", "b24bridge.cli", "worker"]
+                worker = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir)
+                self.workers.append(worker)
+
     def stop(self) -> None:
+        for worker in self.workers:
+            stop_process(worker, 30)
         stop_process(self.proc, 30)
 
 

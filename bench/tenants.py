@@ -128,7 +128,7 @@ class World:
 
 
 def prepare(cloud: Cloud, admin_url: str | None, database_url: str | None, deals_per_portal: list[int],
-            settings: dict[str, str], bridge_routes: bool = False) -> World:  # fmt: skip
+            settings: dict[str, str], bridge_routes: bool = False, workers: int = 0) -> World:  # fmt: skip
     """A fresh world in every portal, b24bridge installed in each, its robot on STAGE, deals ready to move. With
     ``bridge_routes``, the robot is the bridge robot of route ``r{k}`` (portal 2k hands its deals to portal 2k+1)."""
     from b24bridge.portals import crypto
@@ -164,7 +164,7 @@ def prepare(cloud: Cloud, admin_url: str | None, database_url: str | None, deals
         "log_format": "json",
         **({"database_url": database} if database else {}),
     }
-    bridge = Bridge({**connect, **settings})
+    bridge = Bridge({**connect, **settings}, workers)
     try:
         for index in range(len(cloud.urls)):
             installed = cloud.control(index, "POST", f"/_sandbox/apps/{app['client_id']}/install")
@@ -316,6 +316,9 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="an external database (default: the embedded one)")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--only", choices=["quiet", "flood"], help="one of the two runs (experiments)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="no worker in serve: this many `b24bridge worker` processes instead"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--bridge", action="store_true", help="the bridge robot: portal 2k hands its deals to portal 2k+1 (route rk)"
@@ -333,7 +336,8 @@ def main() -> int:
             per_portal = [flood or 1] + [quiet_deals] * (args.portals - 1)
             if args.bridge:  # only the sources (even portals) move deals; their targets (odd) only receive
                 per_portal = [count if index % 2 == 0 else 0 for index, count in enumerate(per_portal)]
-            world = prepare(cloud, admin_url, None, per_portal, settings, bridge_routes=args.bridge)
+            world = prepare(cloud, admin_url, None, per_portal, settings, bridge_routes=args.bridge,
+                            workers=args.workers)  # fmt: skip
             try:
                 results[name] = run(world, flood, args.duration)
             finally:
