@@ -8,6 +8,7 @@ async with BitrixClient() as client:
 from __future__ import annotations
 
 import random
+import ssl
 from types import TracebackType
 
 import httpx
@@ -31,19 +32,29 @@ class PerHostPools(httpx.AsyncBaseTransport):
     closed it): with one pool for hundreds of portals that walk grew with the number of portals, and was a fifth of
     what a robot run cost with 50 portals at one call a second each (py-spy, bench/tenants.py). A pool per host keeps
     each walk to that host's few connections.
+
+    The pools share one TLS context: each building its own (loading the CA bundle) held the event loop 35 ms the first
+    time a portal was called, which with 50 portals was a fifth of the service's first seconds (py-spy).
     """
 
-    def __init__(self, limits: httpx.Limits | None = None) -> None:
+    def __init__(self, limits: httpx.Limits | None = None, tls: ssl.SSLContext | None = None) -> None:
         # A portal's requests are few at once (its limiter sees to that); the OAuth server is shared by all portals.
         self.limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=10, keepalive_expiry=4.0)
+        self._tls = tls
         self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()  # built on first use: a client that never calls costs nothing
+        return self._tls
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         key = (url.raw_scheme, url.raw_host, url.port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = httpx.AsyncHTTPTransport(limits=self.limits)
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(limits=self.limits, verify=self.tls)
         return await pool.handle_async_request(request)
 
     async def aclose(self) -> None:
