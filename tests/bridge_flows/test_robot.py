@@ -46,6 +46,8 @@ def test_the_robot_hands_the_deal_over_and_gets_its_id(bridge_factory: Callable[
     assert values["target_deal_url"] == f"{bridge.target.base_url}/crm/deal/details/{deal['ID']}/"
     [run] = bridge.settled_runs(1)
     assert run["trigger"] == "robot" and run["answered_at"] is not None
+    # The answer went before the end was stored, and both were one write (one statement: the same now()).
+    assert run["answered_at"] == run["finished_at"], (run["answered_at"], run["finished_at"])
 
 
 def test_a_robot_naming_no_route_gets_the_error(bridge_factory: Callable[..., BridgeService]) -> None:

@@ -70,6 +70,8 @@ class BridgeRunner:
     async def _attempt(self, run: Run) -> None:
         if run.status in ("queued", "running"):
             run = await self._work(run)
+            if run.answered_at is not None:
+                return  # answered with its end
         if run.workflow_id is not None:
             await self._answer(run)
         elif run.status == "failed":
@@ -102,7 +104,17 @@ class BridgeRunner:
         # A status run's record is the target's; a delivery's result names the target's record too.
         target = route.target_entity.name if route is not None else "deal"
         endpoint = route.target if route is not None and not self.routes.portals[route.target].is_portal else None
-        return await self.runs.finish(run.id, "succeeded", outcome=_outcome(result, target, endpoint))
+        outcome = _outcome(result, target, endpoint)
+        if run.workflow_id is not None and _waits(run):
+            # The workflow hears the delivery before its end is stored, so the end and the answer are one write. A
+            # worker dying between them leaves the run running: its next attempt finds the delivery in the id map
+            # (nothing written again) and answers again, which a workflow already answered ignores.
+            try:
+                await self._send_answer(run, "succeeded", outcome)
+            except BitrixError:
+                return await self.runs.finish(run.id, "succeeded", outcome=outcome)  # _answer tries again
+            return await self.runs.finish(run.id, "succeeded", outcome=outcome, answered=True)
+        return await self.runs.finish(run.id, "succeeded", outcome=outcome)
 
     async def _do(self, run: Run) -> DeliveryResult:
         route = self.routes.routes.get(run.route or "")
@@ -153,24 +165,27 @@ class BridgeRunner:
             await self.status.run(route, source, target_end, result.target_deal_id, recorder)
         return result
 
+    async def _send_answer(self, run: Run, status: str, outcome: dict[str, Any] | None) -> None:
+        """``bizproc.event.send``: the target record's id and URL, or the error."""
+        if status == "succeeded":
+            values: dict[str, Any] = dict((outcome or {}).get("values") or {})
+            message = str((outcome or {}).get("message") or "")
+        else:
+            values, message = {}, f"b24bridge: {run.error or 'the delivery failed'}"
+        params = {"EVENT_TOKEN": run.event_token, "RETURN_VALUES": values, "LOG_MESSAGE": message}
+        # The robot ran in an installed b24bridge: the run's portal, whatever the route says (or if none exists).
+        portal = await self.connections.registry.connect(run.member_id)
+        await portal.call("bizproc.event.send", params, observer=self.runs.recorder(run.id))
+
     async def _answer(self, run: Run) -> None:
         """The bridge robot's workflow hears the target deal's id and URL, or the error."""
-        if str(run.inputs.get("use_subscription", "Y")) == "N":
+        if not _waits(run):
             await self.runs.mark_answered(run.id)
             if run.status == "failed":
                 await self.runs.mark_dead(run.id, run.error or "failed")
             return
-        outcome = run.outcome or {}
-        if run.status == "succeeded":
-            values: dict[str, Any] = dict(outcome.get("values") or {})
-            message = str(outcome.get("message") or "")
-        else:
-            values, message = {}, f"b24bridge: {run.error or 'the delivery failed'}"
-        params = {"EVENT_TOKEN": run.event_token, "RETURN_VALUES": values, "LOG_MESSAGE": message}
         try:
-            # The robot ran in an installed b24bridge: the run's portal, whatever the route says (or if none exists).
-            portal = await self.connections.registry.connect(run.member_id)
-            await portal.call("bizproc.event.send", params, observer=self.runs.recorder(run.id))
+            await self._send_answer(run, run.status, run.outcome)
         except BitrixError as exc:
             if isinstance(exc, BitrixError) and (exc.retryable or exc.uncertain):
                 await self._retry_later(run, f"answer: {exc}", keep_status=True)
@@ -188,6 +203,11 @@ class BridgeRunner:
         if not keep_status:
             await self.runs.retry_scheduled(run, error, pause)
         raise RetryRun(error, pause)
+
+
+def _waits(run: Run) -> bool:
+    """The workflow waits for the answer (the robot subscribes, as it does unless told otherwise)."""
+    return str(run.inputs.get("use_subscription", "Y")) != "N"
 
 
 def _other_process(route: Route, run: Run) -> str | None:
