@@ -166,7 +166,8 @@ async def mark_answered(conn: Conn, run_id: int, error: str | None) -> None:
 
 async def record_calls(conn: Conn, calls: list[tuple[int, str, str, float, str | None]]) -> None:
     """``(run_id, method, status, duration, error)`` rows, in order, in one statement."""
-    rows = storable([{"r": r, "m": m, "s": s, "d": d, "e": e, "n": n} for n, (r, m, s, d, e) in enumerate(calls)])
+    # Only the error is a portal's text; the method and status are our own.
+    rows = [{"r": r, "m": m, "s": s, "d": d, "e": storable(e), "n": n} for n, (r, m, s, d, e) in enumerate(calls)]
     await conn.execute(
         """
         INSERT INTO run_calls (run_id, method, status, duration, error)
