@@ -280,9 +280,14 @@ async def open_services(
                 "limiter": RedisLimiter(redis, sharers=gauges.workers_alive),
                 "refresh_lock": RedisRefreshLock(redis, fallback=refresh_lock),
             }
-        bitrix = BitrixClient(batching=BatchSettings(enabled=settings.bitrix_autobatch), **bitrix_options)
+        # Each portal's lane, as this process's worker counts it: the client keeps requests full for a portal with
+        # jobs queued (b24bridge.bitrix.batching).
+        backlog = lanes.LaneBacklog()
+        bitrix = BitrixClient(
+            batching=BatchSettings(enabled=settings.bitrix_autobatch), backlog=backlog.of, **bitrix_options
+        )
         stack.push_async_callback(bitrix.aclose)
-        job_app = jobs.build_app(database, settings.worker_portal_slots, workers=gauges.workers_alive)
+        job_app = jobs.build_app(database, settings.worker_portal_slots, workers=gauges.workers_alive, backlog=backlog)
         await stack.enter_async_context(job_app.open_async())
 
         pool, app = database.pool, app_credentials(settings)

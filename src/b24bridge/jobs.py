@@ -63,12 +63,15 @@ def _engine_blueprint() -> procrastinate.Blueprint:
 
 
 def build_app(
-    database: Database, lane_slots: int = lanes.DEFAULT_LANE_SLOTS, workers: Callable[[], int] = lambda: 1
+    database: Database,
+    lane_slots: int = lanes.DEFAULT_LANE_SLOTS,
+    workers: Callable[[], int] = lambda: 1,
+    backlog: lanes.LaneBacklog | None = None,
 ) -> procrastinate.App:
-    """The App with every domain's tasks, under its namespace, fetching jobs by lanes (:mod:`b24bridge.lanes`);
-    opened by the caller."""
+    """The App with every domain's tasks, under its namespace, fetching jobs by lanes (:mod:`b24bridge.lanes`) and
+    counting the lanes' waiting jobs into ``backlog``; opened by the caller."""
     app = database.procrastinate_app(worker_defaults=dict(WORKER_DEFAULTS))
-    app.job_manager = lanes.LaneJobManager(app.connector, lane_slots, workers=workers)
+    app.job_manager = lanes.LaneJobManager(app.connector, lane_slots, workers=workers, backlog=backlog)
     app.add_tasks_from(_engine_blueprint(), namespace="engine")
     app.add_tasks_from(robot_tasks.build_blueprint(), namespace=robot_tasks.NAMESPACE)
     app.add_tasks_from(bridge_tasks.build_blueprint(), namespace=bridge_tasks.NAMESPACE)

@@ -8,6 +8,10 @@ runs is deferred into its portal's lane (procrastinate's ``queue_name``: ``p:<po
 ``lane_slots`` jobs gets no more, and among the others the lane with the fewest running jobs goes first. A portal
 therefore holds at most the slots its limits can use, and a quiet portal's job is the next one taken.
 
+A worker also counts, every half second while it fetches, the jobs waiting in each lane (:class:`LaneBacklog`): the
+Bitrix24 client asks it how many calls a portal has coming, and keeps that portal's requests full while a batch's
+worth is queued (``b24bridge.bitrix.batching``).
+
 Jobs are deferred here in bulk on the caller's connection (:func:`defer`), inside the caller's transaction: one
 statement for a whole group of accepted calls (the door's group commit), where procrastinate's own ``defer`` is a
 round trip per job. A job with a queueing lock that is already waiting is left out, not an error, so one coalesced
@@ -16,7 +20,9 @@ trigger never fails the others of its group.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ from procrastinate import jobs as procrastinate_jobs
 from procrastinate import manager
 from psycopg import AsyncConnection
 
-__all__ = ["DEFAULT_LANE_SLOTS", "Job", "LaneJobManager", "defer", "lane"]
+__all__ = ["DEFAULT_LANE_SLOTS", "Job", "LaneBacklog", "LaneJobManager", "defer", "lane"]
 
 # Jobs of one portal running at once, per live worker. A cloud portal drains two requests of up to 50 commands a
 # second and a robot run is two commands: 100 running jobs fill the batch that is going and the next one, and the
@@ -49,6 +55,37 @@ _RELEASE = (
 # 100 ms on average to start with 50 portals at one call a second). Taken a few at a time, the rest wait in memory
 # for the next free slots; they are the worker's ("doing") meanwhile, and go back to the queue when it stops.
 PREFETCH = 10
+
+# Waiting jobs counted per lane, up to this many: more than a lane's slots can start soon anyway.
+BACKLOG_CAP = 1000
+# How often a worker counts them: every tenth of a second while it takes jobs, every half second while it takes none;
+# a count older than BACKLOG_STALE (the worker stopped fetching) is unknown.
+BACKLOG_EVERY = 0.5
+BACKLOG_AFTER_TAKING = 0.1
+BACKLOG_STALE = 2.0
+_COUNT = """
+WITH RECURSIVE lanes(queue_name) AS (
+    (SELECT queue_name FROM procrastinate_jobs WHERE status = 'todo' ORDER BY queue_name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue_name FROM procrastinate_jobs j
+             WHERE j.status = 'todo' AND j.queue_name > lanes.queue_name
+             ORDER BY j.queue_name LIMIT 1)
+      FROM lanes WHERE lanes.queue_name IS NOT NULL
+),
+jobs(queue_name, due, running) AS (
+    SELECT lanes.queue_name,
+           (SELECT count(*) FROM (SELECT 1 FROM procrastinate_jobs j
+                                   WHERE j.status = 'todo' AND j.queue_name = lanes.queue_name
+                                     AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                                   LIMIT %(cap)s) AS due), 0
+      FROM lanes WHERE lanes.queue_name IS NOT NULL
+    UNION ALL
+    SELECT queue_name, 0, count(*) FROM procrastinate_jobs WHERE status = 'doing' GROUP BY queue_name
+)
+SELECT queue_name, sum(due)::integer AS due, sum(running)::integer AS running FROM jobs
+ WHERE %(queues)s::varchar[] IS NULL OR queue_name = ANY(%(queues)s)
+ GROUP BY queue_name
+"""
 
 
 def lane(portal_key: str) -> str:
@@ -99,6 +136,54 @@ async def defer(conn: AsyncConnection[Any], jobs: Sequence[Job]) -> list[int | N
     return [deferred.get(job.run_id) for job in jobs]
 
 
+@dataclass
+class _LaneCount:
+    running: int  # any worker's
+    due: int  # waiting, due now (up to the lane's slots)
+
+
+class LaneBacklog:
+    """The jobs of each lane that will make calls soon, as this process's worker last counted them: those running
+    (any worker's) and those waiting, due now, that the lane's free slots let start. How many calls each portal has
+    coming; nothing is known without a worker fetching (0)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lanes: dict[str, _LaneCount] = {}
+        self._slots = 0
+        self._counted = float("-inf")
+
+    def of(self, portal_key: str) -> int:
+        """Jobs running or about to for the portal ``portal_key`` (a :data:`b24bridge.bitrix.Backlog`)."""
+        if self.clock() - self._counted > BACKLOG_STALE:
+            return 0
+        count = self._lanes.get(lane(portal_key))
+        if count is None:
+            return 0
+        return count.running + min(count.due, max(0, self._slots - count.running))
+
+    def due(self, *, taken: bool) -> bool:
+        """Whether to count again, after a fetch that ``taken`` jobs or none."""
+        return self.clock() - self._counted >= (BACKLOG_AFTER_TAKING if taken else BACKLOG_EVERY)
+
+    def counted(self, lanes: dict[str, _LaneCount], slots: int) -> None:
+        """A new count: each lane's jobs, and how many of a lane may run at once (all workers)."""
+        self._lanes = lanes
+        self._slots = slots
+        self._counted = self.clock()
+
+    def ended(self, queue_name: str) -> None:
+        """A job of the lane ``queue_name`` ended here: a waiting one takes its slot, or the lane has one less until
+        the next count (at a flood's end no job is taken, so that may be half a second away)."""
+        count = self._lanes.get(queue_name)
+        if count is None:
+            return
+        if count.due > 0:
+            count.due -= 1
+        elif count.running > 0:
+            count.running -= 1
+
+
 class LaneJobManager(manager.JobManager):
     """procrastinate's job manager, fetching with the lanes' rules (``b24bridge_fetch_job``)."""
 
@@ -108,14 +193,17 @@ class LaneJobManager(manager.JobManager):
         lane_slots: int = DEFAULT_LANE_SLOTS,
         prefetch: int = PREFETCH,
         workers: Callable[[], int] = lambda: 1,
+        backlog: LaneBacklog | None = None,
     ) -> None:
         super().__init__(connector)
+        self.backlog = backlog or LaneBacklog()
         self.lane_slots = lane_slots
         # Slots are per worker: each worker batches its own jobs, and a batch fills only from the jobs a worker has
         # in hand (bench: 3 workers sharing 100 slots of one portal reached 0.82 of its bound, 100 each 0.87+).
         self.workers = workers
         self.prefetch = prefetch
         self._taken: deque[procrastinate_jobs.Job] = deque()
+        self._counting: asyncio.Future[None] | None = None
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> procrastinate_jobs.Job | None:
         if not self._taken:
@@ -124,10 +212,42 @@ class LaneJobManager(manager.JobManager):
                 lane_slots=self.lane_slots * max(1, self.workers()), max_jobs=self.prefetch,
             )  # fmt: skip
             self._taken.extend(procrastinate_jobs.Job.from_row(row) for row in rows)
+            # Counted often while jobs are taken (a flood's count climbs while its jobs are still arriving, and its
+            # first requests are decided on it), now and then otherwise. Beside the fetch, never in its way: a job's
+            # start does not wait for a count.
+            if self.backlog.due(taken=bool(rows)) and (self._counting is None or self._counting.done()):
+                self._counting = asyncio.ensure_future(self._count_backlog(queues))
         return self._taken.popleft() if self._taken else None
+
+    async def _count_backlog(self, queues: Iterable[str] | None) -> None:
+        slots = self.lane_slots * max(1, self.workers())
+        try:
+            rows = await self.connector.execute_query_all_async(
+                query=_COUNT, queues=list(queues) if queues is not None else None, cap=min(BACKLOG_CAP, slots)
+            )
+        except Exception:  # the database is away: the fetch says so; the count is just unknown a while longer
+            return
+        # A lane's waiting jobs start only as far as its slots allow: beyond them they make no call soon.
+        self.backlog.counted({row["queue_name"]: _LaneCount(row["running"], row["due"]) for row in rows}, slots)
+
+    async def finish_job(
+        self, job: procrastinate_jobs.Job, status: procrastinate_jobs.Status, delete_job: bool
+    ) -> None:
+        await super().finish_job(job, status, delete_job)
+        self.backlog.ended(job.queue)
+
+    async def retry_job(self, job: procrastinate_jobs.Job, *args: Any, **kwargs: Any) -> None:
+        await super().retry_job(job, *args, **kwargs)
+        self.backlog.ended(job.queue)
+
+    async def counted(self) -> None:
+        """Wait for a count under way to land in the backlog."""
+        if self._counting is not None:
+            await self._counting
 
     async def give_back(self) -> None:
         """Jobs taken and not started go back to the queue (the worker is stopping)."""
+        await self.counted()
         ids = [job.id for job in self._taken if job.id is not None]
         self._taken.clear()
         if ids:

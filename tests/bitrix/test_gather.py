@@ -40,3 +40,48 @@ async def test_lone_calls_go_alone_while_the_bucket_is_steady(sandbox: LiveSandb
 async def test_calls_wait_for_company_while_the_bucket_fills(sandbox: LiveSandbox) -> None:
     # 15 requests in 0.3 s beside ours: far beyond the drain, so the second call waits and the third joins it.
     assert await _three_calls(sandbox, "filling", fill=15) == 2
+
+
+async def _waves(sandbox: LiveSandbox, key: str, backlog: int) -> tuple[float, list[str]]:
+    """Ten waves of five calls 30 ms apart (each wave longer after the last than a lone call's window) to a portal
+    with ``backlog`` calls said to be on their way; how many requests they took, and the keys the backlog was asked
+    for."""
+    asked: list[str] = []
+
+    def queued(portal_key: str) -> int:
+        asked.append(portal_key)
+        return backlog
+
+    async with BitrixClient(backlog=queued) as client:
+        portal = client.portal(WebhookAuth(sandbox.webhook_url), key=key, limits=LIMITS)
+        before = requests_sent(portal)
+        calls = []
+        for _ in range(10):
+            calls += [asyncio.ensure_future(portal.call("user.current")) for _ in range(5)]
+            await asyncio.sleep(0.03)
+        await asyncio.gather(*calls)
+        return requests_sent(portal) - before, asked
+
+
+async def test_a_portal_with_a_queue_sends_its_calls_in_full_requests(sandbox: LiveSandbox) -> None:
+    # 100 jobs queued for the portal: the 50 calls wait for each other (up to a second), one request carries them.
+    sent, asked = await _waves(sandbox, "queued", backlog=100)
+    assert sent == 1
+    assert set(asked) == {"queued"}
+
+
+async def test_a_portal_without_a_queue_sends_each_wave_as_it_comes(sandbox: LiveSandbox) -> None:
+    sent, _ = await _waves(sandbox, "unqueued", backlog=0)
+    # The first wave goes at once (later ones may be held by the bucket's trend: ten requests in 0.3 s is filling it).
+    assert sent >= 2
+
+
+async def test_calls_that_are_all_of_a_portals_queue_do_not_wait_for_more(sandbox: LiveSandbox) -> None:
+    # The backlog counts running jobs too; when their calls are all here (a flood's last ones) nothing more is coming.
+    async with BitrixClient(backlog=lambda key: 30) as client:
+        portal = client.portal(WebhookAuth(sandbox.webhook_url), key="last-of-a-flood", limits=LIMITS)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.gather(*(portal.call("user.current") for _ in range(30)))
+        took = loop.time() - began
+    assert took < 0.5  # held for the rest of a queue, they would wait the whole second

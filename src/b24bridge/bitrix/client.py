@@ -16,7 +16,7 @@ import httpx
 from .auth import Auth, LocalRefreshLock, RefreshLock, TokenLoader, TokenSaver
 from .gate import Gate
 from .limiter import Limiter, Limits, MemoryLimiter
-from .policy import BatchSettings, RetryPolicy
+from .policy import Backlog, BatchSettings, RetryPolicy, no_backlog
 from .portal import Portal
 from .refresh import AuthLost, TokenKeeper
 from .sender import Sender
@@ -74,8 +74,11 @@ class BitrixClient:
         timeout: httpx.Timeout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         seed: int | None = None,
+        backlog: Backlog = no_backlog,
     ) -> None:
         self.limiter: Limiter = limiter or MemoryLimiter()
+        # Calls on their way to a portal (the job worker knows): the batcher keeps requests full while many are.
+        self.backlog = backlog
         self.refresh_lock: RefreshLock = refresh_lock or LocalRefreshLock()
         self.retry = retry or RetryPolicy()
         self.batching = batching or BatchSettings()
@@ -124,7 +127,7 @@ class BitrixClient:
             self.retry,
             self.rng,
         )
-        return Portal(sender, self.batching)
+        return Portal(sender, self.batching, lambda: self.backlog(key))
 
     async def aclose(self) -> None:
         await self.http.aclose()

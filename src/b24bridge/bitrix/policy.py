@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # The portal runs at most this many commands in one ``batch`` request (REFERENCE 3).
 MAX_BATCH = 50
 # Methods that cannot travel inside a batch (a nested batch is refused with ERROR_BATCH_METHOD_NOT_ALLOWED).
 NOT_BATCHABLE = frozenset({"batch"})
+
+# How many calls are on their way to a portal (by its key) and not yet made: the jobs running or queued for it, say.
+# Told by whoever knows (the job worker); a portal with many coming keeps its requests full (AutoBatcher._gather).
+Backlog = Callable[[str], int]
+
+
+def no_backlog(key: str) -> int:
+    return 0
+
 
 # Method names whose repetition changes nothing: safe to send again after an uncertain failure.
 _IDEMPOTENT_VERBS = {"get", "list", "fields", "current", "info", "search", "findbycomm", "update", "set"}
@@ -47,3 +57,9 @@ class BatchSettings:
     max_in_flight: int = 4  # concurrent HTTP requests per portal
     # Share of the portal's burst kept for full batches (see AutoBatcher._gather).
     burst_reserve: float = 0.5
+    # The longest a partial request waits to fill while its portal has calls coming (see AutoBatcher._gather), in the
+    # portal's drain intervals.
+    backlog_hold: float = 2.0
+    # Calls coming (BitrixClient's ``backlog``, beyond those waiting) from which a portal's requests wait to fill:
+    # half a batch, far above what a portal at a few calls a second ever has running.
+    backlog_threshold: int = 25

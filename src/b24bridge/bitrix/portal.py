@@ -8,7 +8,7 @@ Built by :meth:`BitrixClient.portal`. Under it: :class:`~.sender.Sender` (limits
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from b24bridge.observability import portal_label
@@ -27,9 +27,10 @@ Commands = Mapping[str, tuple[str, Params]] | Sequence[tuple[str, Params]]
 
 
 class Portal:
-    def __init__(self, sender: Sender, batching: BatchSettings) -> None:
+    def __init__(self, sender: Sender, batching: BatchSettings, backlog: Callable[[], int] = lambda: 0) -> None:
         self.sender = sender
         self._batching = batching
+        self._backlog = backlog
         self._batcher: AutoBatcher | None = None
 
     @property
@@ -67,7 +68,7 @@ class Portal:
         try:
             if self._batching.enabled and method not in NOT_BATCHABLE:
                 if self._batcher is None:
-                    self._batcher = AutoBatcher(self.sender, self._batching)
+                    self._batcher = AutoBatcher(self.sender, self._batching, self._backlog)
                 result = await self._batcher.submit(method, params, safe)
             else:
                 result = (await self.sender.execute(method, params, idempotent=safe)).result
@@ -97,7 +98,7 @@ class Portal:
         started = time.monotonic()
         if self._batching.enabled:
             if self._batcher is None:
-                self._batcher = AutoBatcher(self.sender, self._batching)
+                self._batcher = AutoBatcher(self.sender, self._batching, self._backlog)
             results = await self._batcher.submit_chain(lowered, halt=halt)
         else:
             results = await self.batch({name: (method, params) for name, method, params in lowered}, halt=halt)

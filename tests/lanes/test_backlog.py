@@ -1,0 +1,55 @@
+"""A worker counts the jobs queued or running in each lane (LaneBacklog): what tells the Bitrix24 client that a
+portal has calls coming, so that its requests wait to be full."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import procrastinate
+import psycopg
+from procrastinate.jobs import Status
+
+from b24bridge import lanes
+from tests.lanes.test_fetch import defer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_worker_counts_each_lanes_jobs_queued_and_running(make_migrated_database: Callable[[], str]) -> None:
+    url = make_migrated_database()
+    clock = Clock()
+    backlog = lanes.LaneBacklog(clock)
+    with psycopg.connect(url, autocommit=True) as sync:
+        defer(sync, "flood", 40)
+        defer(sync, "flood", 5, later=True)  # retries due in an hour: not coming now
+        defer(sync, "quiet", 1)
+        defer(sync, "huge", 120)
+        connector = procrastinate.PsycopgConnector(conninfo=url)
+        await connector.open_async()
+        try:
+            manager = lanes.LaneJobManager(connector, lane_slots=100, prefetch=6, backlog=backlog)
+            first = await manager.fetch_job(None, None)  # type: ignore[arg-type]
+            assert first is not None and first.queue == "p:flood"  # the oldest lane's oldest job
+            await manager.counted()  # counted beside the fetch, not in its way
+            doing: dict[str, int] = dict(
+                sync.execute("SELECT queue_name, count(*) FROM procrastinate_jobs WHERE status = 'doing' GROUP BY 1")
+            )
+            assert doing["p:flood"] >= 1  # taken jobs are running: still the lane's, and counted
+            assert backlog.of("flood") == 40
+            assert backlog.of("quiet") == 1
+            assert backlog.of("huge") == 100  # no more than its slots let run: the rest make no call soon
+            assert backlog.of("nobody") == 0
+
+            # A job that ends here is one less at once, without waiting for the next count.
+            await manager.finish_job(first, Status.SUCCEEDED, delete_job=False)
+            assert backlog.of("flood") == 39
+        finally:
+            await connector.close_async()
+    clock.now += lanes.BACKLOG_STALE + 1
+    assert backlog.of("flood") == 0  # nobody has counted for a while: nothing is known
