@@ -69,7 +69,7 @@ def build_app(
     backlog: lanes.LaneBacklog | None = None,
 ) -> procrastinate.App:
     """The App with every domain's tasks, under its namespace, fetching jobs by lanes (:mod:`b24bridge.lanes`) and
-    counting the lanes' waiting jobs into ``backlog``; opened by the caller."""
+    counting each lane's jobs into ``backlog``; opened by the caller."""
     app = database.procrastinate_app(worker_defaults=dict(WORKER_DEFAULTS))
     app.job_manager = lanes.LaneJobManager(app.connector, lane_slots, workers=workers, backlog=backlog)
     app.add_tasks_from(_engine_blueprint(), namespace="engine")

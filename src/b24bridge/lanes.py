@@ -8,9 +8,9 @@ runs is deferred into its portal's lane (procrastinate's ``queue_name``: ``p:<po
 ``lane_slots`` jobs gets no more, and among the others the lane with the fewest running jobs goes first. A portal
 therefore holds at most the slots its limits can use, and a quiet portal's job is the next one taken.
 
-A worker also counts, every half second while it fetches, the jobs waiting in each lane (:class:`LaneBacklog`): the
-Bitrix24 client asks it how many calls a portal has coming, and keeps that portal's requests full while a batch's
-worth is queued (``b24bridge.bitrix.batching``).
+A worker also counts each lane's jobs, running and waiting, beside its fetches (:class:`LaneBacklog`): the Bitrix24
+client asks it how many calls a portal has coming, and keeps that portal's requests full while many are
+(``b24bridge.bitrix.batching``).
 
 Jobs are deferred here in bulk on the caller's connection (:func:`defer`), inside the caller's transaction: one
 statement for a whole group of accepted calls (the door's group commit), where procrastinate's own ``defer`` is a
