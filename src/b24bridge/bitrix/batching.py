@@ -86,7 +86,7 @@ class _Pending:
 
 
 class AutoBatcher:
-    def __init__(self, channel: Channel, settings: BatchSettings, backlog: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, channel: Channel, settings: BatchSettings, backlog: Callable[[], int]) -> None:
         self.channel = channel
         self.backlog = backlog
         self.gate = channel.gate

@@ -27,7 +27,7 @@ Commands = Mapping[str, tuple[str, Params]] | Sequence[tuple[str, Params]]
 
 
 class Portal:
-    def __init__(self, sender: Sender, batching: BatchSettings, backlog: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, sender: Sender, batching: BatchSettings, backlog: Callable[[], int]) -> None:
         self.sender = sender
         self._batching = batching
         self._backlog = backlog
@@ -67,9 +67,7 @@ class Portal:
         started = time.monotonic()
         try:
             if self._batching.enabled and method not in NOT_BATCHABLE:
-                if self._batcher is None:
-                    self._batcher = AutoBatcher(self.sender, self._batching, self._backlog)
-                result = await self._batcher.submit(method, params, safe)
+                result = await self._auto_batcher().submit(method, params, safe)
             else:
                 result = (await self.sender.execute(method, params, idempotent=safe)).result
         except BitrixError as exc:
@@ -81,6 +79,11 @@ class Portal:
         if observer is not None:
             await observer(CallRecord(method, "ok", time.monotonic() - started))
         return result
+
+    def _auto_batcher(self) -> AutoBatcher:
+        if self._batcher is None:
+            self._batcher = AutoBatcher(self.sender, self._batching, self._backlog)
+        return self._batcher
 
     async def chain(
         self,
@@ -97,9 +100,7 @@ class Portal:
         lowered = [(name, method.lower(), params) for name, method, params in commands]
         started = time.monotonic()
         if self._batching.enabled:
-            if self._batcher is None:
-                self._batcher = AutoBatcher(self.sender, self._batching, self._backlog)
-            results = await self._batcher.submit_chain(lowered, halt=halt)
+            results = await self._auto_batcher().submit_chain(lowered, halt=halt)
         else:
             results = await self.batch({name: (method, params) for name, method, params in lowered}, halt=halt)
         duration = time.monotonic() - started
