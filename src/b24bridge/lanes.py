@@ -56,7 +56,8 @@ _RELEASE = (
 # for the next free slots; they are the worker's ("doing") meanwhile, and go back to the queue when it stops.
 PREFETCH = 10
 
-# Waiting jobs counted per lane, up to this many: more than a lane's slots can start soon anyway.
+# Waiting jobs counted per lane, up to this many: what the lane's slots let start soon, and enough left over that the
+# ends counted down between two counts (:meth:`LaneBacklog.ended`) still see jobs waiting behind a lane's slots.
 BACKLOG_CAP = 1000
 # How often a worker counts them: every tenth of a second while it takes jobs, every half second while it takes none;
 # a count older than BACKLOG_STALE (the worker stopped fetching) is unknown.
@@ -139,7 +140,7 @@ async def defer(conn: AsyncConnection[Any], jobs: Sequence[Job]) -> list[int | N
 @dataclass
 class _LaneCount:
     running: int  # any worker's
-    due: int  # waiting, due now (up to the lane's slots)
+    due: int  # waiting, due now (up to BACKLOG_CAP)
 
 
 class LaneBacklog:
@@ -172,16 +173,19 @@ class LaneBacklog:
         self._slots = slots
         self._counted = self.clock()
 
-    def ended(self, queue_name: str) -> None:
+    def ended(self, queue_name: str) -> bool:
         """A job of the lane ``queue_name`` ended here: a waiting one takes its slot, or the lane has one less until
-        the next count (at a flood's end no job is taken, so that may be half a second away)."""
+        the next count (at a flood's end no job is taken, so that may be half a second away). Whether a waiting job
+        was counted to take the slot."""
         count = self._lanes.get(queue_name)
         if count is None:
-            return
+            return False
         if count.due > 0:
             count.due -= 1
-        elif count.running > 0:
+            return True
+        if count.running > 0:
             count.running -= 1
+        return False
 
 
 class LaneJobManager(manager.JobManager):
@@ -204,9 +208,22 @@ class LaneJobManager(manager.JobManager):
         self.prefetch = prefetch
         self._taken: deque[procrastinate_jobs.Job] = deque()
         self._counting: asyncio.Future[None] | None = None
+        self._wake: manager.NotificationCallback | None = None
+        self._freed = 0  # slots freed in lanes with jobs waiting, ever (see fetch_job)
+
+    async def listen_for_jobs(
+        self, *, on_notification: manager.NotificationCallback, queues: Iterable[str] | None = None
+    ) -> None:
+        # The worker's own callback, kept to tell it of a slot freed in a full lane (see :meth:`_slot_freed`).
+        self._wake = on_notification
+        try:
+            await super().listen_for_jobs(on_notification=on_notification, queues=queues)
+        finally:
+            self._wake = None
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> procrastinate_jobs.Job | None:
-        if not self._taken:
+        while not self._taken:
+            freed = self._freed
             rows = await self.connector.execute_query_all_async(
                 query=_FETCH, queues=list(queues) if queues is not None else None, worker_id=worker_id,
                 lane_slots=self.lane_slots * max(1, self.workers()), max_jobs=self.prefetch,
@@ -217,13 +234,17 @@ class LaneJobManager(manager.JobManager):
             # start does not wait for a count.
             if self.backlog.due(taken=bool(rows)) and (self._counting is None or self._counting.done()):
                 self._counting = asyncio.ensure_future(self._count_backlog(queues))
+            if rows or freed == self._freed:
+                break
+            # A slot was freed while the query ran (it may have seen the lane full): the worker's wake-up came
+            # during the fetch, which procrastinate's loop forgets once the fetch ends, so ask again now.
         return self._taken.popleft() if self._taken else None
 
     async def _count_backlog(self, queues: Iterable[str] | None) -> None:
         slots = self.lane_slots * max(1, self.workers())
         try:
             rows = await self.connector.execute_query_all_async(
-                query=_COUNT, queues=list(queues) if queues is not None else None, cap=min(BACKLOG_CAP, slots)
+                query=_COUNT, queues=list(queues) if queues is not None else None, cap=BACKLOG_CAP
             )
         except Exception:  # the database is away: the fetch says so; the count is just unknown a while longer
             return
@@ -234,11 +255,27 @@ class LaneJobManager(manager.JobManager):
         self, job: procrastinate_jobs.Job, status: procrastinate_jobs.Status, delete_job: bool
     ) -> None:
         await super().finish_job(job, status, delete_job)
-        self.backlog.ended(job.queue)
+        await self._slot_freed(job)
 
     async def retry_job(self, job: procrastinate_jobs.Job, *args: Any, **kwargs: Any) -> None:
         await super().retry_job(job, *args, **kwargs)
-        self.backlog.ended(job.queue)
+        await self._slot_freed(job)
+
+    async def _slot_freed(self, job: procrastinate_jobs.Job) -> None:
+        """A job ended: if its lane has jobs waiting, the worker fetches again now.
+
+        procrastinate's worker fetches again only when a job is inserted (its notification) or every polling
+        interval, and a fetch that found every waiting job in a lane at its slots came back empty: a flood's freed
+        slots stayed empty until another portal's job or the next poll woke the worker, up to a second each time
+        (the flood went in bursts, one a second). The worker's own callback is told of the free slot as of a new job
+        (no query: the next fetch is the query).
+        """
+        if not self.backlog.ended(job.queue):
+            return
+        self._freed += 1
+        if self._wake is not None and not self._taken:
+            notice: procrastinate_jobs.JobInserted = {"type": "job_inserted", "job_id": job.id or 0}
+            await self._wake(channel=f"procrastinate_queue_v1#{job.queue}", notification=notice)
 
     async def counted(self) -> None:
         """Wait for a count under way to land in the backlog."""

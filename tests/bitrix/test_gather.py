@@ -4,6 +4,9 @@ interval while it fills (other processes sharing the budget, a spike)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+import pytest
 
 from b24bridge.bitrix import BitrixClient, Limits, MemoryLimiter, WebhookAuth
 from tests.bitrix.test_calls import requests_sent
@@ -70,8 +73,10 @@ async def test_a_portal_with_a_queue_sends_its_calls_in_full_requests(sandbox: L
     assert set(asked) == {"queued"}
 
 
-async def test_a_portal_without_a_queue_sends_each_wave_as_it_comes(sandbox: LiveSandbox) -> None:
-    sent, _ = await _waves(sandbox, "unqueued", backlog=0)
+@pytest.mark.parametrize("backlog", [0, 4])
+async def test_a_portal_without_a_queue_sends_each_wave_as_it_comes(sandbox: LiveSandbox, backlog: int) -> None:
+    # Nothing queued, or fewer jobs than a busy portal has (a few calls a second keep one or two running).
+    sent, _ = await _waves(sandbox, f"unqueued-{backlog}", backlog=backlog)
     # The first wave goes at once (later ones may be held by the bucket's trend: ten requests in 0.3 s is filling it).
     assert sent >= 2
 
@@ -85,3 +90,42 @@ async def test_calls_that_are_all_of_a_portals_queue_do_not_wait_for_more(sandbo
         await asyncio.gather(*(portal.call("user.current") for _ in range(30)))
         took = loop.time() - began
     assert took < 0.5  # held for the rest of a queue, they would wait the whole second
+
+
+async def _two_groups(sandbox: LiveSandbox, key: str, backlog: Callable[[str], int], first: int, later: int) -> float:
+    """``first`` calls, then ``later`` more 0.1 s on (longer than any wave waits for its stragglers) to a portal
+    whose backlog says ``backlog``; how many requests they took."""
+    async with BitrixClient(backlog=backlog) as client:
+        portal = client.portal(WebhookAuth(sandbox.webhook_url), key=key, limits=LIMITS)
+        before = requests_sent(portal)
+        calls = [asyncio.ensure_future(portal.call("user.current")) for _ in range(first)]
+        await asyncio.sleep(0.1)
+        calls += [asyncio.ensure_future(portal.call("user.current")) for _ in range(later)]
+        await asyncio.gather(*calls)
+        return requests_sent(portal) - before
+
+
+@pytest.mark.parametrize(
+    ("case", "jobs", "first"),
+    [
+        ("a flood's first count, its first jobs", 8, 4),  # the door still taking its calls
+        ("a flood's last jobs, some a step behind", 33, 29),  # their calls would go half a second apart
+    ],
+)
+async def test_a_busy_portals_request_waits_for_the_calls_of_every_job_it_counts(
+    sandbox: LiveSandbox, case: str, jobs: int, first: int
+) -> None:
+    sent = await _two_groups(sandbox, f"busy-{jobs}", lambda key: jobs, first, jobs - first)
+    assert sent == 1, case
+
+
+async def test_a_count_that_lands_while_calls_wait_holds_them_for_the_rest(sandbox: LiveSandbox) -> None:
+    # The first calls are gathered before the lane's first count is known (0); the count lands during their window.
+    asked: list[str] = []
+
+    def landing(portal_key: str) -> int:
+        asked.append(portal_key)
+        return 0 if len(asked) == 1 else 50
+
+    sent = await _two_groups(sandbox, "landing", landing, 5, 45)
+    assert sent == 1

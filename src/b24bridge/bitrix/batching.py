@@ -173,13 +173,14 @@ class AutoBatcher:
         the burst is used, or when it fills at twice the drain), so a spike is not spent on half-empty requests.
         It never waits longer than that: at steady state a request slot frees up every drain interval anyway.
 
-        A portal with more calls on their way (``backlog``: jobs queued or running for it, beyond the calls waiting
-        here) than ``backlog_threshold`` will be waiting at its limiter before long, so every request it sends should
-        be full: a partial one spends a slot of the burst its last calls need (each half-empty request costs them
-        half a drain interval), and its calls are behind a queue anyway. Its request waits to fill, up to
-        ``backlog_hold`` drain intervals, for as long as that many are still to come. Without this a flood's first
-        requests went out a few commands each while its jobs were starting (9 requests for the first 50 commands of
-        2,000 bridge deliveries, bench/tenants.py --bridge), and a lull mid-flood sent one part full.
+        A portal with ``backlog_threshold`` or more calls on their way (``backlog``: jobs queued or running for it)
+        may be waiting at its limiter before long, so every request it sends should be full: a partial one spends a
+        slot of the burst its last calls need (each half-empty request costs them half a drain interval), and its
+        calls are behind a queue anyway. Its request waits to fill, up to ``backlog_hold`` drain intervals, for as
+        long as calls are still to come (more jobs than calls waiting here). Without this a flood's first requests
+        went out a few commands each while its jobs were starting (9 requests for the first 50 commands of 2,000
+        bridge deliveries, bench/tenants.py --bridge), a lull mid-flood sent one part full, and its last calls went
+        in two requests, half a second apart.
         """
         if self._waiting >= MAX_BATCH or self.settings.window <= 0:
             return
@@ -198,24 +199,31 @@ class AutoBatcher:
         deadline = max(base, hold) if self._more_coming() else base
         while self._waiting < MAX_BATCH:
             remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                return
-            self._arrived.clear()
-            # Calls still arriving: a wave is coming in (jobs started a few at a time), so the request waits for the
-            # rest of it, one more short window after each arrival and never past ``wave_limit``. A lone call, or
-            # calls a window apart, go as before. Without this, a flood's first requests (the burst) went out a
-            # fraction full: 3 workers sent 232 requests for 200 requests' worth of commands (bench/tests).
-            base = max(base, min(loop.time() + self.settings.window, began + self.settings.wave_limit))
+            if remaining > 0:
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    pass
+                else:
+                    self._arrived.clear()
+                    # Calls still arriving: a wave is coming in (jobs started a few at a time), so the request waits
+                    # for the rest of it, one more short window after each arrival and never past ``wave_limit``. A
+                    # lone call, or calls a window apart, go as before. Without this, a flood's first requests (the
+                    # burst) went out a fraction full: 3 workers sent 232 requests for 200 requests' worth of
+                    # commands (bench/tests).
+                    base = max(base, min(loop.time() + self.settings.window, began + self.settings.wave_limit))
+            # Asked again at each arrival and when the wait is up: a count that landed meanwhile may show calls
+            # coming (a flood's first count lands while its first calls wait).
             deadline = max(base, hold) if self._more_coming() else base
+            if deadline <= loop.time():
+                return
 
     def _more_coming(self) -> bool:
-        """Whether the backlog holds a request to fill: ``backlog_threshold`` calls beyond those waiting here (a
-        running job whose call waits here is counted in both; at a flood's end they are all that is left)."""
-        return self.backlog() - len(self._queue) >= self.settings.backlog_threshold
+        """Whether the request has calls to wait for: the portal is busy (``backlog_threshold`` jobs or more) and
+        some of its jobs have no call waiting here (a running job whose call waits here is counted in both: at a
+        flood's end, once every job left has its call here, nothing is held)."""
+        coming = self.backlog()
+        return coming >= self.settings.backlog_threshold and coming > len(self._queue)
 
     def _fill_rate(self, fullness: float) -> float:
         """How fast the bucket has been filling, in requests per second beyond the drain, over about

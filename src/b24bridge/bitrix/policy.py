@@ -60,6 +60,7 @@ class BatchSettings:
     # The longest a partial request waits to fill while its portal has calls coming (see AutoBatcher._gather), in the
     # portal's drain intervals.
     backlog_hold: float = 2.0
-    # Calls coming (BitrixClient's ``backlog``, beyond those waiting) from which a portal's requests wait to fill:
-    # half a batch, far above what a portal at a few calls a second ever has running.
-    backlog_threshold: int = 25
+    # Calls coming (BitrixClient's ``backlog``) from which a portal's requests wait to fill: above what a portal at a
+    # few calls a second has running (one or two), and below what a flood's first count shows (its first jobs, 8 to
+    # 23 in bench/tenants.py --bridge: at 25, its first requests went a few commands each).
+    backlog_threshold: int = 5
