@@ -276,18 +276,24 @@ def run(world: World, flood: int, duration: float) -> dict[str, Any]:
 
 
 def _busiest_batch_sizes(base_url: str) -> dict[str, int]:
-    """b24bridge's own count of the commands in each request, for the portal it sent the most requests to (the
-    flooding portal's source side): requests per bucket of ``b24bridge_bitrix_batch_size`` (``le`` its top)."""
+    """b24bridge's own count of the commands in each request, for the portal it sent the most commands to (the
+    flooding portal's source side; by requests a quiet portal's lone calls can be more): requests per bucket of
+    ``b24bridge_bitrix_batch_size`` (``le`` its top)."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     buckets: dict[str, dict[str, float]] = {}
+    commands: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("b24bridge_bitrix_batch_size_bucket{"):
+        if line.startswith(("b24bridge_bitrix_batch_size_bucket{", "b24bridge_bitrix_batch_size_sum{")):
             labels, _, value = line.partition("} ")
             parts = dict(p.split("=", 1) for p in labels.split("{", 1)[1].split(","))
-            buckets.setdefault(parts["portal"].strip('"'), {})[parts["le"].strip('"')] = float(value)
+            portal = parts["portal"].strip('"')
+            if line.startswith("b24bridge_bitrix_batch_size_sum{"):
+                commands[portal] = float(value)
+            else:
+                buckets.setdefault(portal, {})[parts["le"].strip('"')] = float(value)
     if not buckets:
         return {}
-    busiest = max(buckets.values(), key=lambda b: b.get("+Inf", 0))
+    busiest = buckets[max(buckets, key=lambda portal: commands.get(portal, 0.0))]
     tops = sorted(busiest, key=lambda le: float("inf") if le == "+Inf" else float(le))
     counts, below = {}, 0.0
     for le in tops:
@@ -372,7 +378,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"  flooding portal's requests: {f['requests']} ({f['commands_per_request']:.1f} commands a request, "
           f"{COMMANDS_PER_RUN} a run; the bound takes {MAX_BATCH})")  # fmt: skip
     sizes = ", ".join(f"<={le}: {n}" for le, n in f.get("batch_sizes", {}).items() if n)
-    print(f"  commands per request at b24bridge's busiest portal (requests): {sizes or 'not measured'}")
+    print(f"  requests by commands at the portal b24bridge sent most commands to: {sizes or 'not measured'}")
     print(f"  limit errors (503/429) from every portal: {quiet['limit_errors']} / {flood['limit_errors']}; "
           f"unanswered workflows: {quiet['unanswered']} / {flood['unanswered']}")  # fmt: skip
     checks = [
