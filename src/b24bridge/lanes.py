@@ -21,6 +21,7 @@ trigger never fails the others of its group.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import time
 from collections import deque
@@ -56,8 +57,8 @@ _RELEASE = (
 # for the next free slots; they are the worker's ("doing") meanwhile, and go back to the queue when it stops.
 PREFETCH = 10
 
-# Waiting jobs counted per lane, up to this many: what the lane's slots let start soon, and enough left over that the
-# ends counted down between two counts (:meth:`LaneBacklog.ended`) still see jobs waiting behind a lane's slots.
+# Waiting jobs counted per lane: up to twice its slots (what they let start soon, and as many again, so that the ends
+# counted down between two counts, :meth:`LaneBacklog.ended`, still see the jobs behind them), and never more than this.
 BACKLOG_CAP = 1000
 # How often a worker counts them: every tenth of a second while it takes jobs, every half second while it takes none;
 # a count older than BACKLOG_STALE (the worker stopped fetching) is unknown.
@@ -140,7 +141,7 @@ async def defer(conn: AsyncConnection[Any], jobs: Sequence[Job]) -> list[int | N
 @dataclass
 class _LaneCount:
     running: int  # any worker's
-    due: int  # waiting, due now (up to BACKLOG_CAP)
+    due: int  # waiting, due now (up to twice the lane's slots)
 
 
 class LaneBacklog:
@@ -187,6 +188,18 @@ class LaneBacklog:
             count.running -= 1
         return False
 
+    def retried(self, queue_name: str, *, due_now: bool) -> bool:
+        """A job of the lane ``queue_name`` went back to its queue, to run again now (``due_now``) or later: one less
+        running, one more waiting if due. Whether the lane has jobs waiting."""
+        count = self._lanes.get(queue_name)
+        if count is None:
+            return due_now
+        if count.running > 0:
+            count.running -= 1
+        if due_now:
+            count.due += 1
+        return count.due > 0
+
 
 class LaneJobManager(manager.JobManager):
     """procrastinate's job manager, fetching with the lanes' rules (``b24bridge_fetch_job``)."""
@@ -219,7 +232,8 @@ class LaneJobManager(manager.JobManager):
         try:
             await super().listen_for_jobs(on_notification=on_notification, queues=queues)
         finally:
-            self._wake = None
+            if self._wake is on_notification:  # a worker started since has its own
+                self._wake = None
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> procrastinate_jobs.Job | None:
         while not self._taken:
@@ -244,7 +258,7 @@ class LaneJobManager(manager.JobManager):
         slots = self.lane_slots * max(1, self.workers())
         try:
             rows = await self.connector.execute_query_all_async(
-                query=_COUNT, queues=list(queues) if queues is not None else None, cap=BACKLOG_CAP
+                query=_COUNT, queues=list(queues) if queues is not None else None, cap=min(BACKLOG_CAP, 2 * slots)
             )
         except Exception:  # the database is away: the fetch says so; the count is just unknown a while longer
             return
@@ -255,14 +269,17 @@ class LaneJobManager(manager.JobManager):
         self, job: procrastinate_jobs.Job, status: procrastinate_jobs.Status, delete_job: bool
     ) -> None:
         await super().finish_job(job, status, delete_job)
-        await self._slot_freed(job)
+        await self._slot_freed(job, waiting=self.backlog.ended(job.queue))
 
-    async def retry_job(self, job: procrastinate_jobs.Job, *args: Any, **kwargs: Any) -> None:
-        await super().retry_job(job, *args, **kwargs)
-        await self._slot_freed(job)
+    async def retry_job(
+        self, job: procrastinate_jobs.Job, retry_at: dt.datetime | None = None, *args: Any, **kwargs: Any
+    ) -> None:
+        await super().retry_job(job, retry_at, *args, **kwargs)
+        due_now = retry_at is None or retry_at <= dt.datetime.now(dt.UTC)
+        await self._slot_freed(job, waiting=self.backlog.retried(job.queue, due_now=due_now))
 
-    async def _slot_freed(self, job: procrastinate_jobs.Job) -> None:
-        """A job ended: if its lane has jobs waiting, the worker fetches again now.
+    async def _slot_freed(self, job: procrastinate_jobs.Job, *, waiting: bool) -> None:
+        """A job ended or went back to its queue: if its lane has jobs ``waiting``, the worker fetches again now.
 
         procrastinate's worker fetches again only when a job is inserted (its notification) or every polling
         interval, and a fetch that found every waiting job in a lane at its slots came back empty: a flood's freed
@@ -270,7 +287,7 @@ class LaneJobManager(manager.JobManager):
         (the flood went in bursts, one a second). The worker's own callback is told of the free slot as of a new job
         (no query: the next fetch is the query).
         """
-        if not self.backlog.ended(job.queue):
+        if not waiting:
             return
         self._freed += 1
         if self._wake is not None and not self._taken:
