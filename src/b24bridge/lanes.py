@@ -6,7 +6,9 @@ requests a second, and every other portal's calls would wait behind them for min
 runs is deferred into its portal's lane (procrastinate's ``queue_name``: ``p:<portal key>``), and workers fetch with
 ``b24bridge_fetch_job`` (migration 0008) instead of procrastinate's own query: a lane already running
 ``lane_slots`` jobs gets no more, and among the others the lane with the fewest running jobs goes first. A portal
-therefore holds at most the slots its limits can use, and a quiet portal's job is the next one taken.
+therefore holds at most the slots its limits can use, and a quiet portal's job is the next one taken. A job that
+ends in a lane with jobs waiting wakes the worker's fetch at once (procrastinate's worker would wait for another
+job's notification or its next poll).
 
 A worker also counts each lane's jobs, running and waiting, beside its fetches (:class:`LaneBacklog`): the Bitrix24
 client asks it how many calls a portal has coming, and keeps that portal's requests full while many are
@@ -275,6 +277,8 @@ class LaneJobManager(manager.JobManager):
         self, job: procrastinate_jobs.Job, retry_at: dt.datetime | None = None, *args: Any, **kwargs: Any
     ) -> None:
         await super().retry_job(job, retry_at, *args, **kwargs)
+        if retry_at is not None and retry_at.tzinfo is None:
+            retry_at = retry_at.replace(tzinfo=dt.UTC)  # procrastinate's are aware; a naive one is UTC, as it is there
         due_now = retry_at is None or retry_at <= dt.datetime.now(dt.UTC)
         await self._slot_freed(job, waiting=self.backlog.retried(job.queue, due_now=due_now))
 
