@@ -242,7 +242,7 @@ class LaneJobManager(manager.JobManager):
             freed = self._freed
             rows = await self.connector.execute_query_all_async(
                 query=_FETCH, queues=list(queues) if queues is not None else None, worker_id=worker_id,
-                lane_slots=self.lane_slots * max(1, self.workers()), max_jobs=self.prefetch,
+                lane_slots=self._slots(), max_jobs=self.prefetch,
             )  # fmt: skip
             self._taken.extend(procrastinate_jobs.Job.from_row(row) for row in rows)
             # Counted often while jobs are taken (a flood's count climbs while its jobs are still arriving, and its
@@ -256,8 +256,12 @@ class LaneJobManager(manager.JobManager):
             # during the fetch, which procrastinate's loop forgets once the fetch ends, so ask again now.
         return self._taken.popleft() if self._taken else None
 
+    def _slots(self) -> int:
+        """How many of a lane's jobs may run at once: its slots for each live worker."""
+        return self.lane_slots * max(1, self.workers())
+
     async def _count_backlog(self, queues: Iterable[str] | None) -> None:
-        slots = self.lane_slots * max(1, self.workers())
+        slots = self._slots()
         try:
             rows = await self.connector.execute_query_all_async(
                 query=_COUNT, queues=list(queues) if queues is not None else None, cap=min(BACKLOG_CAP, 2 * slots)
@@ -296,7 +300,8 @@ class LaneJobManager(manager.JobManager):
         self._freed += 1
         if self._wake is not None and not self._taken:
             notice: procrastinate_jobs.JobInserted = {"type": "job_inserted", "job_id": job.id or 0}
-            await self._wake(channel=f"procrastinate_queue_v1#{job.queue}", notification=notice)
+            channel = next(iter(manager.get_channel_for_queues([job.queue])))
+            await self._wake(channel=channel, notification=notice)
 
     async def counted(self) -> None:
         """Wait for a count under way to land in the backlog."""

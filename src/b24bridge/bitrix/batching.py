@@ -196,27 +196,23 @@ class AutoBatcher:
         began = loop.time()
         base = began + self.settings.window + share / self.gate.limits.drain
         hold = began + self.settings.backlog_hold / self.gate.limits.drain
-        deadline = max(base, hold) if self._more_coming() else base
         while self._waiting < MAX_BATCH:
-            remaining = deadline - loop.time()
-            if remaining > 0:
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
-                    pass
-                else:
-                    self._arrived.clear()
-                    # Calls still arriving: a wave is coming in (jobs started a few at a time), so the request waits
-                    # for the rest of it, one more short window after each arrival and never past ``wave_limit``. A
-                    # lone call, or calls a window apart, go as before. Without this, a flood's first requests (the
-                    # burst) went out a fraction full: 3 workers sent 232 requests for 200 requests' worth of
-                    # commands (bench/tests).
-                    base = max(base, min(loop.time() + self.settings.window, began + self.settings.wave_limit))
-            # Asked again at each arrival and when the wait is up: a count that landed meanwhile may show calls
+            # Asked at the start and again after each arrival or wait: a count that lands meanwhile may show calls
             # coming (a flood's first count lands while its first calls wait).
             deadline = max(base, hold) if self._more_coming() else base
-            if deadline <= loop.time():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 return
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                continue
+            self._arrived.clear()
+            # Calls still arriving: a wave is coming in (jobs started a few at a time), so the request waits for the
+            # rest of it, one more short window after each arrival and never past ``wave_limit``. A lone call, or
+            # calls a window apart, go as before. Without this, a flood's first requests (the burst) went out a
+            # fraction full: 3 workers sent 232 requests for 200 requests' worth of commands (bench/tests).
+            base = max(base, min(loop.time() + self.settings.window, began + self.settings.wave_limit))
 
     def _more_coming(self) -> bool:
         """Whether the request has calls to wait for: the portal is busy (``backlog_threshold`` jobs or more) and
