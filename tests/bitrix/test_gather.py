@@ -45,6 +45,20 @@ async def test_calls_wait_for_company_while_the_bucket_fills(sandbox: LiveSandbo
     assert await _three_calls(sandbox, "filling", fill=15) == 2
 
 
+async def _groups(sandbox: LiveSandbox, key: str, backlog: Callable[[str], int], sizes: list[int], gap: float) -> float:
+    """Groups of calls of ``sizes``, ``gap`` seconds apart, to a portal whose backlog says ``backlog``; how many
+    requests they took."""
+    async with BitrixClient(backlog=backlog) as client:
+        portal = client.portal(WebhookAuth(sandbox.webhook_url), key=key, limits=LIMITS)
+        before = requests_sent(portal)
+        calls = []
+        for size in sizes:
+            calls += [asyncio.ensure_future(portal.call("user.current")) for _ in range(size)]
+            await asyncio.sleep(gap)
+        await asyncio.gather(*calls)
+        return requests_sent(portal) - before
+
+
 async def _waves(sandbox: LiveSandbox, key: str, backlog: int) -> tuple[float, list[str]]:
     """Ten waves of five calls 30 ms apart (each wave longer after the last than a lone call's window) to a portal
     with ``backlog`` calls said to be on their way; how many requests they took, and the keys the backlog was asked
@@ -55,15 +69,7 @@ async def _waves(sandbox: LiveSandbox, key: str, backlog: int) -> tuple[float, l
         asked.append(portal_key)
         return backlog
 
-    async with BitrixClient(backlog=queued) as client:
-        portal = client.portal(WebhookAuth(sandbox.webhook_url), key=key, limits=LIMITS)
-        before = requests_sent(portal)
-        calls = []
-        for _ in range(10):
-            calls += [asyncio.ensure_future(portal.call("user.current")) for _ in range(5)]
-            await asyncio.sleep(0.03)
-        await asyncio.gather(*calls)
-        return requests_sent(portal) - before, asked
+    return await _groups(sandbox, key, queued, [5] * 10, 0.03), asked
 
 
 async def test_a_portal_with_a_queue_sends_its_calls_in_full_requests(sandbox: LiveSandbox) -> None:
@@ -93,16 +99,8 @@ async def test_calls_that_are_all_of_a_portals_queue_do_not_wait_for_more(sandbo
 
 
 async def _two_groups(sandbox: LiveSandbox, key: str, backlog: Callable[[str], int], first: int, later: int) -> float:
-    """``first`` calls, then ``later`` more 0.1 s on (longer than any wave waits for its stragglers) to a portal
-    whose backlog says ``backlog``; how many requests they took."""
-    async with BitrixClient(backlog=backlog) as client:
-        portal = client.portal(WebhookAuth(sandbox.webhook_url), key=key, limits=LIMITS)
-        before = requests_sent(portal)
-        calls = [asyncio.ensure_future(portal.call("user.current")) for _ in range(first)]
-        await asyncio.sleep(0.1)
-        calls += [asyncio.ensure_future(portal.call("user.current")) for _ in range(later)]
-        await asyncio.gather(*calls)
-        return requests_sent(portal) - before
+    """``first`` calls, then ``later`` more 0.1 s on (longer than any wave waits for its stragglers)."""
+    return await _groups(sandbox, key, backlog, [first, later], 0.1)
 
 
 @pytest.mark.parametrize(
