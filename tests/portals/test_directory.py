@@ -5,15 +5,22 @@ database, and a database that cannot answer makes a check say it cannot tell (th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from b24bridge.bitrix import BitrixClient
+from b24bridge.bitrix.auth import TokenPair
 from b24bridge.portals import crypto
 from b24bridge.portals.directory import APP_TOKEN_PURPOSE, STALE_AFTER, UNKNOWN, PortalDirectory
+from b24bridge.portals.install import Installer
+from b24bridge.portals.schemas import InstallClaim
+from b24bridge.portals.service import PortalRegistry
 from tests.portals.conftest import KEY
 from tests.tcpproxy import TcpProxy
 
@@ -116,4 +123,28 @@ async def test_a_lost_listener_stops_trusting_memory_and_a_lost_database_cannot_
         assert unseen is UNKNOWN
     finally:
         listener_proxy.stop()
+        await process.stop()
+
+
+async def test_this_process_knows_its_own_install_and_uninstall_before_their_notification(url: str) -> None:
+    """The portal may call the moment its install is answered: the process that stored the install must not refuse
+    that call while its listener has yet to hear the notification (a `make test` run once saw the 401)."""
+    keys = crypto.Keyring(tuple(crypto.parse_keys(KEY)))
+    process = Process(url, keys)
+    await process.start()
+    assert process.task is not None
+    process.task.cancel()  # memory stays current but hears nothing more: a notification that has not come back yet
+    await asyncio.gather(process.task, return_exceptions=True)
+    try:
+        async with BitrixClient() as bitrix, httpx.AsyncClient() as http:
+            registry = PortalRegistry(process.pool, keys, bitrix, None)
+            installer = Installer(process.pool, keys, registry, http, None, None, directory=process.directory)
+            claim = InstallClaim(via="event", member_id=MEMBER, domain="p.bitrix24.com", refresh_token="r",
+                                 application_token=TOKEN)  # fmt: skip
+            pair = TokenPair(access_token="a", refresh_token="r")
+            await installer.apply_kept_install({"claim": claim.model_dump(), "pair": dataclasses.asdict(pair)})
+            assert await process.verdict() == "ok"
+            await installer.apply_kept_uninstall({"member_id": MEMBER, "application_token": TOKEN, "clean": False})
+            assert await process.verdict() is None
+    finally:
         await process.stop()

@@ -120,6 +120,11 @@ class PortalDirectory:
             return False
         return self._lost_at is None or time.monotonic() - self._lost_at < STALE_AFTER
 
+    def heard(self, row: repository.PortalRow) -> None:
+        """An installation this process has just committed: known here at once, not when its notification comes
+        back (the portal may call the moment it has its answer)."""
+        self._entries[row.member_id] = _entry(row)
+
     def forget(self, member_id: str) -> None:
         """An uninstall this process has just accepted (perhaps into the spool): refuse the portal from now on."""
         entry = self._entries.get(member_id)

@@ -161,6 +161,8 @@ class Installer:
                 return False
             await repository.mark_uninstalled(conn, member_id)
             await repository.add_event(conn, member_id, "uninstalled", {"clean": clean, "domain": row.domain})
+        if self.directory is not None:
+            self.directory.forget(member_id)
         self.registry.forget(member_id)
         log.info("portal uninstalled", member_id=member_id, domain=row.domain)
         return True
@@ -232,6 +234,8 @@ class Installer:
             await self.keep(INSTALL_RECORD, {"claim": claim.model_dump(), "pair": dataclasses.asdict(pair)})
             log.info("portal installation kept until the database is back", member_id=member_id, via=claim.via)
             return PortalRecord(member_id, values.domain, endpoint, "active", values.scope, Limits(), claim.app_version)
+        if self.directory is not None:
+            self.directory.heard(row)
         self.registry.adopt_tokens(member_id, pair)
         log.info("portal " + kind, member_id=member_id, domain=values.domain, via=claim.via)
         self._after_install(member_id)
