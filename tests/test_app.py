@@ -4,7 +4,7 @@ import time
 
 import httpx
 
-from b24bridge.app import create_app
+from b24bridge.app import _raw_routes, create_app
 from b24bridge.db import Database
 from b24bridge.settings import Settings
 
@@ -52,3 +52,12 @@ async def test_metrics_endpoint(database: Database) -> None:
     lines = response.text.splitlines()
     assert "# TYPE b24bridge_bitrix_requests_total counter" in lines
     assert "# TYPE b24bridge_bitrix_limiter_wait_seconds histogram" in lines
+
+
+def test_the_calls_portals_make_by_the_thousand_are_served_ahead_of_the_framework() -> None:
+    """A robot call and a bridge robot call skip FastAPI's middleware and dependency solving (a third of a call's
+    cost in bench/ingest.py; the bridge flood's intake in bench/tenants.py --bridge), and are still documented."""
+    assert {route.path for route in _raw_routes()} >= {"/robots/{code}", "/bridge/robot"}
+    schema = create_app(Settings()).openapi()
+    body = schema["paths"]["/bridge/robot"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+    assert {"workflow_id", "event_token", "auth[application_token]"} <= set(body["schema"]["properties"])

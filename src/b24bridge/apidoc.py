@@ -74,3 +74,32 @@ def error_responses(*statuses: int, described: Mapping[int, str] | None = None) 
         status: {"description": texts[status], "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
         for status in statuses
     }
+
+
+# The wire fields of a robot call (REFERENCE 5.4), for the OpenAPI schema of the handlers that read
+# the form themselves (the robots' and the bridge robot's).
+_ROBOT_CALL_AUTH = {
+    "access_token": "the acting user's access token",
+    "expires": "unix time the access token expires",
+    "expires_in": "seconds the access token lives",
+    "scope": "the application's scopes, comma-separated",
+    "domain": "the portal's host",
+    "server_endpoint": "the OAuth server's REST endpoint",
+    "status": "the application's status (L, F, D, T, P)",
+    "client_endpoint": "the portal's REST endpoint",
+    "member_id": "the portal's id",
+    "user_id": "the acting user's id",
+    "refresh_token": "the acting user's refresh token",
+    "application_token": "the portal's proof of origin, given at installation",
+}
+ROBOT_CALL_FIELDS = {
+    "workflow_id": "the workflow instance",
+    "code": "the robot's CODE",
+    **{f"document_id[{i}]": f"document id part {i} (module, entity, id)" for i in range(3)},
+    **{f"document_type[{i}]": f"document type part {i} (module, entity, type)" for i in range(3)},
+    "event_token": "the token bizproc.event.send answers with",
+    "use_subscription": "Y: the workflow waits for the answer; N: it does not",
+    "timeout_duration": "seconds the workflow waits (0: no limit)",
+    "ts": "unix time the portal sent the call",
+    **{f"auth[{name}]": text for name, text in _ROBOT_CALL_AUTH.items()},
+}

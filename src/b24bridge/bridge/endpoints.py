@@ -7,8 +7,9 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse
 
+from b24bridge import apidoc
 from b24bridge.apidoc import error_responses
-from b24bridge.forms import FormError, mapping, parse_form, text
+from b24bridge.forms import FormError, mapping, parse_form, read_form, text
 from b24bridge.portals.directory import UNKNOWN, PortalDirectory
 from b24bridge.portals.schemas import Check
 
@@ -21,10 +22,6 @@ router = APIRouter(tags=["bridge"])
 
 async def _intake(request: Request) -> BridgeIntake:
     return cast(BridgeIntake, request.state.bridge_intake)
-
-
-async def _directory(request: Request) -> PortalDirectory:
-    return cast(PortalDirectory, request.state.portal_directory)
 
 
 async def _inbound(request: Request) -> InboundService:
@@ -50,13 +47,22 @@ async def _form(request: Request) -> dict[str, Any]:
     return parse_form(await request.body()) if request.method == "POST" else {}
 
 
-@router.post("/bridge/robot")
-async def bridge_robot(
-    request: Request, intake: IntakeDep, directory: Annotated[PortalDirectory, Depends(_directory)]
-) -> JSONResponse:
+@router.post(
+    "/bridge/robot",
+    openapi_extra=apidoc.form_body(
+        apidoc.ROBOT_CALL_FIELDS,
+        required=["workflow_id", "event_token", "auth[member_id]", "auth[application_token]"],
+        more="document_id[n]: the deal the workflow runs on; auth[...] as the portal sends it",
+    ),
+    responses=error_responses(400, 401, 413, 503),
+)
+@apidoc.served_raw
+async def bridge_robot(request: Request) -> JSONResponse:
     """The bridge robot ran in a source's workflow: accept it now, deliver in a job, answer the workflow after."""
+    intake = cast(BridgeIntake, request.state.bridge_intake)
+    directory = cast(PortalDirectory, request.state.portal_directory)
     try:
-        form = await _form(request)
+        form = await read_form(await request.body())
         auth = mapping(form, "auth")
         member_id = text(form, "auth", "member_id", max_len=64)
         token = text(form, "auth", "application_token", max_len=128)
