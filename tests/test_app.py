@@ -55,9 +55,10 @@ async def test_metrics_endpoint(database: Database) -> None:
 
 
 def test_the_calls_portals_make_by_the_thousand_are_served_ahead_of_the_framework() -> None:
-    """A robot call and a bridge robot call skip FastAPI's middleware and dependency solving (a third of a call's
-    cost in bench/ingest.py; the bridge flood's intake in bench/tenants.py --bridge), and are still documented."""
-    assert {route.path for route in _raw_routes()} >= {"/robots/{code}", "/bridge/robot"}
+    """A robot call, a bridge robot call and a bridge hook skip FastAPI's middleware and dependency solving (a
+    third of a call's cost in bench/ingest.py; the bridge flood's intake in bench/tenants.py --bridge), and are
+    still documented."""
+    assert {route.path for route in _raw_routes()} >= {"/robots/{code}", "/bridge/robot", "/bridge/hooks/{route}"}
     schema = create_app(Settings()).openapi()
     body = schema["paths"]["/bridge/robot"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
     assert {"workflow_id", "event_token", "auth[application_token]"} <= set(body["schema"]["properties"])

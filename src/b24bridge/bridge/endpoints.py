@@ -90,15 +90,23 @@ def _deal(request: Request, form: dict[str, Any]) -> Any:
     return request.query_params.get("deal") or form.get("document_id")
 
 
-@router.get("/bridge/hooks/{route}", operation_id="bridge_hook_get")
-@router.post("/bridge/hooks/{route}", operation_id="bridge_hook_post")
-async def bridge_hook(route: str, request: Request, intake: IntakeDep) -> JSONResponse:
+_HOOK_DOC: dict[str, Any] = {
+    "openapi_extra": apidoc.path_parameters("route"),
+    "responses": error_responses(400, 401, 404, 413, 503),
+}
+
+
+@router.get("/bridge/hooks/{route}", operation_id="bridge_hook_get", **_HOOK_DOC)
+@router.post("/bridge/hooks/{route}", operation_id="bridge_hook_post", **_HOOK_DOC)
+@apidoc.served_raw
+async def bridge_hook(request: Request) -> JSONResponse:
     """The source's outbound-webhook rule: ``{PUBLIC_URL}/bridge/hooks/{route}?secret=...&deal={=Document:ID}``."""
+    intake = cast(BridgeIntake, request.state.bridge_intake)
     try:
         form = await _form(request)
     except FormError as exc:
         return JSONResponse(exc.payload(), status_code=exc.status)
-    secret = request.query_params.get("secret", "")
+    route, secret = request.path_params["route"], request.query_params.get("secret", "")
     answer = await intake.from_hook(route, secret, _deal(request, form), _hook_fields(request), _correlation(request))
     return _answer(answer)
 
