@@ -214,6 +214,7 @@ class RawRoutes:
                 matched, child = route.matches(scope)
                 if matched is Match.FULL:
                     scope.update(child)
+                    scope["route"] = route  # what FastAPI's router sets: the access log labels by its template
                     await route.handle(scope, receive, send)
                     return
         await self.app(scope, receive, send)
