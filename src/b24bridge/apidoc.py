@@ -103,3 +103,10 @@ ROBOT_CALL_FIELDS = {
     "ts": "unix time the portal sent the call",
     **{f"auth[{name}]": text for name, text in _ROBOT_CALL_AUTH.items()},
 }
+
+
+def robot_call_body(more: str) -> dict[str, Any]:
+    """``openapi_extra`` for a handler of robot calls: the call's wire fields, the four it cannot go without, and
+    ``more`` describing the fields of free names its robot adds."""
+    required = ["workflow_id", "event_token", "auth[member_id]", "auth[application_token]"]
+    return form_body(ROBOT_CALL_FIELDS, required=required, more=more)

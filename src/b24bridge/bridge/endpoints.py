@@ -49,11 +49,7 @@ async def _form(request: Request) -> dict[str, Any]:
 
 @router.post(
     "/bridge/robot",
-    openapi_extra=apidoc.form_body(
-        apidoc.ROBOT_CALL_FIELDS,
-        required=["workflow_id", "event_token", "auth[member_id]", "auth[application_token]"],
-        more="document_id[n]: the deal the workflow runs on; auth[...] as the portal sends it",
-    ),
+    openapi_extra=apidoc.robot_call_body("document_id[n]: the deal the workflow runs on; auth[...] as sent"),
     responses=error_responses(400, 401, 413, 503),
 )
 @apidoc.served_raw

@@ -16,10 +16,8 @@ router = APIRouter(tags=["robots"])
 
 @router.post(
     "/robots/{code}",
-    openapi_extra=apidoc.form_body(
-        apidoc.ROBOT_CALL_FIELDS,
-        required=["workflow_id", "event_token", "auth[member_id]", "auth[application_token]"],
-        more="properties[KEY] (and properties[KEY][n] for a Multiple property): the robot's input values",
+    openapi_extra=apidoc.robot_call_body(
+        "properties[KEY] (and properties[KEY][n] for a Multiple property): the robot's input values"
     )
     | apidoc.path_parameters("code"),
     responses=apidoc.error_responses(400, 401, 408, 413, 503),
