@@ -37,6 +37,8 @@ from procrastinate import jobs as procrastinate_jobs
 from procrastinate import manager
 from psycopg import AsyncConnection
 
+from b24bridge.coalesce import Coalescer
+
 __all__ = ["DEFAULT_LANE_SLOTS", "Job", "LaneBacklog", "LaneJobManager", "defer", "lane"]
 
 # Jobs of one portal running at once, per live worker. A cloud portal drains two requests of up to 50 commands a
@@ -67,6 +69,13 @@ BACKLOG_CAP = 1000
 BACKLOG_EVERY = 0.5
 BACKLOG_AFTER_TAKING = 0.1
 BACKLOG_STALE = 2.0
+# procrastinate's own end of a job, for several jobs in one statement (one failing fails the statement, and the
+# coalescer then ends each alone).
+_FINISH = """
+SELECT procrastinate_finish_job_v1(job_id, end_status::procrastinate_job_status, delete_job)
+  FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(deletes)s::boolean[]) AS v(job_id, end_status, delete_job)
+"""
+
 _COUNT = """
 WITH RECURSIVE lanes(queue_name) AS (
     (SELECT queue_name FROM procrastinate_jobs WHERE status = 'todo' ORDER BY queue_name LIMIT 1)
@@ -155,11 +164,13 @@ class LaneBacklog:
         self.clock = clock
         self._lanes: dict[str, _LaneCount] = {}
         self._slots = 0
-        self._counted = float("-inf")
+        self._counted = float("-inf")  # the last count
+        self._known = float("-inf")  # the last count, or jobs taken since
+        self._uncounted: set[str] = set()  # lanes known only from jobs taken since the last count
 
     def of(self, portal_key: str) -> int:
         """Jobs running or about to for the portal ``portal_key`` (a :data:`b24bridge.bitrix.Backlog`)."""
-        if self.clock() - self._counted > BACKLOG_STALE:
+        if self.clock() - self._known > BACKLOG_STALE:
             return 0
         count = self._lanes.get(lane(portal_key))
         if count is None:
@@ -174,7 +185,22 @@ class LaneBacklog:
         """A new count: each lane's jobs, and how many of a lane may run at once (all workers)."""
         self._lanes = lanes
         self._slots = slots
-        self._counted = self.clock()
+        self._counted = self._known = self.clock()
+        self._uncounted = set()
+
+    def taken(self, queue_names: Iterable[str]) -> None:
+        """Jobs of these lanes were just taken here. A lane the last count did not see (a flood's first jobs) has
+        them running before the next count can say so: without this, their calls went out a few at a time (5
+        requests of 1 to 6 commands in the flood's first 0.3 s, each half a second at the limiter's end). A lane it
+        did see knows them already: they were among its waiting jobs, or took the slot of one that ended."""
+        if self.clock() - self._known > BACKLOG_STALE:  # what was counted is unknown now: only these are known
+            self._lanes, self._uncounted = {}, set()
+        self._known = self.clock()
+        for queue_name in queue_names:
+            if queue_name in self._lanes and queue_name not in self._uncounted:
+                continue
+            self._uncounted.add(queue_name)
+            self._lanes.setdefault(queue_name, _LaneCount(running=0, due=0)).running += 1
 
     def ended(self, queue_name: str) -> bool:
         """A job of the lane ``queue_name`` ended here: a waiting one takes its slot, or the lane has one less until
@@ -222,6 +248,8 @@ class LaneJobManager(manager.JobManager):
         self.workers = workers
         self.prefetch = prefetch
         self._taken: deque[procrastinate_jobs.Job] = deque()
+        # Jobs that end together (the runs one batch's answer woke) end in one statement.
+        self._endings = Coalescer(self._finish_together, distinct=lambda ending: ending[0])
         self._counting: asyncio.Future[None] | None = None
         self._wake: manager.NotificationCallback | None = None
         self._freed = 0  # slots freed in lanes with jobs waiting, ever (see fetch_job)
@@ -244,7 +272,9 @@ class LaneJobManager(manager.JobManager):
                 query=_FETCH, queues=list(queues) if queues is not None else None, worker_id=worker_id,
                 lane_slots=self._slots(), max_jobs=self.prefetch,
             )  # fmt: skip
-            self._taken.extend(procrastinate_jobs.Job.from_row(row) for row in rows)
+            taken = [procrastinate_jobs.Job.from_row(row) for row in rows]
+            self._taken.extend(taken)
+            self.backlog.taken(job.queue for job in taken)
             # Counted often while jobs are taken (a flood's count climbs while its jobs are still arriving, and its
             # first requests are decided on it), now and then otherwise. Beside the fetch, never in its way: a job's
             # start does not wait for a count.
@@ -274,8 +304,20 @@ class LaneJobManager(manager.JobManager):
     async def finish_job(
         self, job: procrastinate_jobs.Job, status: procrastinate_jobs.Status, delete_job: bool
     ) -> None:
-        await super().finish_job(job, status, delete_job)
+        assert job.id is not None
+        await self._endings((job.id, status.value, delete_job))
         await self._slot_freed(job, waiting=self.backlog.ended(job.queue))
+
+    async def _finish_together(self, endings: list[tuple[int, str, bool]]) -> list[None]:
+        if len(endings) == 1:
+            job_id, status, delete_job = endings[0]
+            await self.finish_job_by_id_async(job_id, procrastinate_jobs.Status(status), delete_job)
+        else:
+            await self.connector.execute_query_async(
+                query=_FINISH, ids=[e[0] for e in endings], statuses=[e[1] for e in endings],
+                deletes=[e[2] for e in endings],
+            )  # fmt: skip
+        return [None] * len(endings)
 
     async def retry_job(
         self, job: procrastinate_jobs.Job, retry_at: dt.datetime | None = None, *args: Any, **kwargs: Any

@@ -1,11 +1,17 @@
-"""The run log can always record a run's end, whatever text a portal or a robot put in it."""
+"""The run log can always record a run's end, whatever text a portal or a robot put in it; runs that start and
+end together share a statement."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
+
+import pytest
 
 from b24bridge.bitrix import CallRecord
 from b24bridge.db import Database
+from b24bridge.runs import repository
 from b24bridge.runs.schemas import NewRun
 from b24bridge.runs.service import RunLog
 
@@ -36,3 +42,40 @@ async def test_text_postgresql_cannot_hold_is_recorded_with_its_characters_repla
     stored, calls = found
     assert (stored.status, stored.error) == ("dead", "dead\ufffd \ufffd")
     assert [(call.method, call.error) for call in calls] == [("crm.contact.get", "bad\ufffdname \ufffd")]
+
+
+async def test_runs_that_start_and_end_together_share_one_statement_each_with_its_own_values(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's answer wakes the runs it carried at once: their starts, and then their ends, are one statement
+    each (they were a statement a run), and every run is recorded with its own outcome, error and answer; a run that
+    is dead starts no attempt, one that does not exist is None."""
+    statements: list[str] = []
+    for name in ("start_attempts", "finish"):
+        real = getattr(repository, name)
+
+        def counting(conn: Any, items: Any, *, _real: Any = real, _name: str = name) -> Any:
+            statements.append(_name)
+            return _real(conn, items)
+
+        monkeypatch.setattr(repository, name, counting)
+    runs = RunLog(database.pool)
+    ids = [await _new_run(runs) for _ in range(12)]
+    await runs.mark_dead(ids[-1], "given up")
+    started = await asyncio.gather(*(runs.begin_attempt(run_id) for run_id in [*ids, 10**12]))
+    assert statements == ["start_attempts"]
+    assert started[-1] is None
+    assert [(run.status, run.attempts) for run in started[:-1] if run is not None] == [("running", 1)] * 11 + [
+        ("dead", 0)
+    ]
+    ended = await asyncio.gather(
+        *(
+            runs.finish(run_id, "succeeded" if n % 2 else "failed", outcome={"n": n}, error=f"e{n}", answered=n == 3)
+            for n, run_id in enumerate(ids[:-1])
+        )
+    )
+    assert statements == ["start_attempts", "finish"]
+    for n, run in enumerate(ended):
+        assert (run.id, run.status, run.outcome, run.error) == (ids[n], "succeeded" if n % 2 else "failed", {"n": n},
+                                                                f"e{n}")  # fmt: skip
+        assert (run.answered_at is not None) == (n == 3) and run.finished_at is not None

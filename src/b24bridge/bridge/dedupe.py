@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from b24bridge.bitrix.redis_state import RedisFallback, nothing
+from b24bridge.coalesce import Coalescer
 
 from . import repository
 
@@ -39,6 +40,8 @@ class Dedupe:
         self.redis = redis
         self.window = dt.timedelta(seconds=window)
         self._fast = RedisFallback("dedupe")
+        # The deliveries one batch's answer wakes claim their keys at once: one statement for them all.
+        self._claims = Coalescer(self._claim_together, distinct=lambda claim: claim[0])
 
     async def claim(self, key: str, run_id: int) -> int | None:
         """Take ``key`` for ``run_id``; the id of the run that holds it already (within the window), else None."""
@@ -46,9 +49,12 @@ class Dedupe:
             held = await self._fast.run(lambda: self._claim_fast(key, run_id), nothing)
             if held is not None:
                 return held
-        async with self.pool.connection() as conn:
-            held_by = await repository.claim_dedupe(conn, key, run_id, self.window)
+        held_by = await self._claims((key, run_id))
         return held_by if held_by != run_id else None
+
+    async def _claim_together(self, claims: list[tuple[str, int]]) -> list[int | None]:
+        async with self.pool.connection() as conn:
+            return await repository.claim_dedupe(conn, claims, self.window)
 
     async def _claim_fast(self, key: str, run_id: int) -> int | None:
         assert self.redis is not None

@@ -21,6 +21,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from b24bridge.bitrix import BitrixError, CallObserver
+from b24bridge.coalesce import Coalescer
 from b24bridge.observability import get_logger
 
 from . import repository
@@ -32,7 +33,7 @@ from .mapping import MappingContext, map_fields, map_products
 from .mapping import source_user_ids as user_ids_of
 from .portal_target import PortalTarget
 from .receivers import Receiver, ReceiverClient, ReceiverError
-from .repository import Link
+from .repository import Link, LinkKey
 from .route_model import FieldRule, Route
 from .schemas import DeliveryResult
 from .users import UserDirectory
@@ -85,6 +86,18 @@ class Deliverer:
         # New contacts and companies being created in this process: a second delivery needing the same one waits
         # for its id instead of creating a duplicate.
         self._creating: dict[tuple[str, str, int], asyncio.Future[int]] = {}
+        # The deliveries one batch's answer wakes read their links at once: one statement for them all.
+        self._links = Coalescer(self._read_links)
+
+    async def read_links(self, wanted: tuple[LinkKey, ...]) -> dict[tuple[str, int], Link]:
+        """The links of these records, by (entity, source id), in a statement shared with the deliveries beside."""
+        return await self._links(wanted)
+
+    async def _read_links(self, asked: list[tuple[LinkKey, ...]]) -> list[dict[tuple[str, int], Link]]:
+        async with self.pool.connection() as conn:
+            found = await repository.links_of(conn, [key for keys in asked for key in keys])
+        by_key = {(link.source_key, link.target_key, link.entity, link.source_id): link for link in found}
+        return [{(key[2], key[3]): by_key[key] for key in keys if key in by_key} for keys in asked]
 
     def target(self, target: Endpoint | Receiver) -> TargetAdapter:
         """The adapter that writes to ``target``: a portal, or your system's endpoint."""
@@ -109,13 +122,12 @@ class Deliverer:
         if only_stages is not None and str(found.deal.get(kind.stage_field) or "") not in only_stages:
             note = f"the {kind.name} is not in a stage this route's events take"
             return DeliveryResult(None, None, "skipped", note=note)
-        async with self.pool.connection() as conn:
-            wanted = [(entity, deal_id)]
-            if found.contact:
-                wanted.append(("CONTACT", record_id(found.contact.get("ID"))))
-            if found.company:
-                wanted.append(("COMPANY", record_id(found.company.get("ID"))))
-            links = await repository.links(conn, source.key, target.key, wanted)
+        wanted = [(entity, deal_id)]
+        if found.contact:
+            wanted.append(("CONTACT", record_id(found.contact.get("ID"))))
+        if found.company:
+            wanted.append(("COMPANY", record_id(found.company.get("ID"))))
+        links = await self.read_links(tuple((source.key, target.key, name, record) for name, record in wanted))
         deal_link = links.get((entity, deal_id))
         seen = modified_at(found.deal)
         if _older_than_delivered(seen, deal_link):

@@ -49,19 +49,30 @@ async def links(
     conn: Conn, source_key: str, target_key: str, wanted: list[tuple[str, int]]
 ) -> dict[tuple[str, int], Link]:
     """The links of (entity, source id) pairs between two portals, by pair."""
+    found = await links_of(conn, [(source_key, target_key, entity, source_id) for entity, source_id in wanted])
+    return {(link.entity, link.source_id): link for link in found}
+
+
+# (source key, target key, entity, source id): one record's link between two portals.
+LinkKey = tuple[str, str, str, int]
+
+
+async def links_of(conn: Conn, wanted: list[LinkKey]) -> list[Link]:
+    """The links of records (between any portals), in one statement; those not linked (or only claimed) are absent."""
     if not wanted:
-        return {}
+        return []
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
             SELECT {_COLUMNS} FROM bridge_links
-             WHERE source_key = %s AND target_key = %s AND target_id <> 0
-               AND (entity, source_id) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))
+             WHERE target_id <> 0
+               AND (source_key, target_key, entity, source_id)
+                   IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]))
             """,
-            (source_key, target_key, [e for e, _ in wanted], [i for _, i in wanted]),
-        )
-        found = [Link(**row) for row in await cur.fetchall()]
-    return {(link.entity, link.source_id): link for link in found}
+            ([key[0] for key in wanted], [key[1] for key in wanted], [key[2] for key in wanted],
+             [key[3] for key in wanted]),
+        )  # fmt: skip
+        return [Link(**row) for row in await cur.fetchall()]
 
 
 async def link_by_target(conn: Conn, route: str, target_key: str, entity: str, target_id: int) -> Link | None:
@@ -179,22 +190,30 @@ async def release_creation(conn: Conn, source_key: str, target_key: str, entity:
     )
 
 
-async def claim_dedupe(conn: Conn, key: str, run_id: int, window: dt.timedelta) -> int | None:
-    """Take ``key`` for ``run_id`` for ``window``; the run that holds it instead, when it is taken and unexpired."""
+async def claim_dedupe(conn: Conn, claims: list[tuple[str, int]], window: dt.timedelta) -> list[int | None]:
+    """Take each ``(key, run_id)`` for ``window``, in one statement: for each, None when the run holds the key now,
+    else the run that holds it (taken and unexpired). Each key at most once."""
+    keys = [key for key, _ in claims]
+    if len(set(keys)) < len(keys):
+        raise ValueError("each key is claimed once a statement")
     cur = await conn.execute(
         """
-        INSERT INTO bridge_dedupe (key, run_id, expires_at) VALUES (%s, %s, now() + %s)
+        INSERT INTO bridge_dedupe (key, run_id, expires_at)
+        SELECT key, run_id, now() + %s FROM unnest(%s::text[], %s::bigint[]) AS v(key, run_id)
         ON CONFLICT (key) DO UPDATE SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at
          WHERE bridge_dedupe.expires_at < now()
-        RETURNING run_id
+        RETURNING key
         """,
-        (key, run_id, window),
+        (window, keys, [run_id for _, run_id in claims]),
     )
-    if await cur.fetchone() is not None:
-        return None
-    held = await conn.execute("SELECT run_id FROM bridge_dedupe WHERE key = %s", (key,))
-    row = await held.fetchone()
-    return None if row is None else int(row[0])
+    taken = {row[0] for row in await cur.fetchall()}
+    held: dict[str, int] = {}
+    if len(taken) < len(keys):
+        cur = await conn.execute(
+            "SELECT key, run_id FROM bridge_dedupe WHERE key = ANY(%s)", ([key for key in keys if key not in taken],)
+        )
+        held = {row[0]: int(row[1]) for row in await cur.fetchall()}
+    return [None if key in taken else held.get(key) for key in keys]
 
 
 async def release_dedupe(conn: Conn, key: str, run_id: int) -> None:

@@ -113,44 +113,59 @@ async def by_intake_key(conn: Conn, intake_key: str) -> Run | None:
     return None if row is None else Run(**row)
 
 
-async def start_attempt(conn: Conn, run_id: int) -> Run | None:
-    """Count an attempt (of the work, or of the answer once the work is done); a queued run becomes running.
-
-    A run that is answered or dead is returned unchanged: there is nothing left to attempt.
-    """
+async def start_attempts(conn: Conn, run_ids: list[int]) -> list[Run | None]:
+    """Count an attempt of each run (of the work, or of the answer once the work is done), in one statement; a
+    queued run becomes running. A run that is answered or dead is returned unchanged: nothing is left to attempt.
+    The runs in ``run_ids`` order, None for one that does not exist; each id at most once."""
+    if len(set(run_ids)) < len(run_ids):
+        raise ValueError("each run's attempt is counted once a statement")
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
             UPDATE runs SET attempts = attempts + 1, started_at = coalesce(started_at, now()),
                             status = CASE WHEN status IN ('queued', 'running') THEN 'running' ELSE status END
-             WHERE id = %s AND status <> 'dead' AND answered_at IS NULL
+             WHERE id = ANY(%s) AND status <> 'dead' AND answered_at IS NULL
             RETURNING {_COLUMNS}
             """,
-            (run_id,),
+            (run_ids,),
         )
-        row = await cur.fetchone()
-        if row is None:
-            await cur.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
-            row = await cur.fetchone()
-    return None if row is None else Run(**row)
+        found = {row["id"]: Run(**row) for row in await cur.fetchall()}
+        unchanged = [run_id for run_id in run_ids if run_id not in found]
+        if unchanged:
+            await cur.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ANY(%s)", (unchanged,))
+            found.update((row["id"], Run(**row)) for row in await cur.fetchall())
+    return [found.get(run_id) for run_id in run_ids]
 
 
-async def finish(
-    conn: Conn, run_id: int, status: str, outcome: dict[str, Any] | None, error: str | None, *, answered: bool
-) -> Run | None:
-    """Record the outcome (and, when ``answered``, that the workflow has it) in one statement; the run as stored."""
+# (run id, status, outcome, error, answered): what a run's end records.
+Ending = tuple[int, str, dict[str, Any] | None, str | None, bool]
+
+
+async def finish(conn: Conn, endings: list[Ending]) -> list[Run | None]:
+    """Record each run's outcome (and, when answered, that the workflow has it), all in one statement; the runs as
+    stored, in ``endings`` order (None for one that does not exist); each run at most once."""
+    if len({ending[0] for ending in endings}) < len(endings):
+        raise ValueError("each run's end is recorded once a statement")
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
-            UPDATE runs SET status = %s, outcome = %s, error = %s, finished_at = now(),
-                            answered_at = CASE WHEN %s THEN now() ELSE answered_at END
-             WHERE id = %s
+            UPDATE runs SET status = v_status, outcome = v_outcome, error = v_error, finished_at = now(),
+                            answered_at = CASE WHEN v_answered THEN now() ELSE answered_at END
+              FROM unnest(%s::bigint[], %s::text[], %s::jsonb[], %s::text[], %s::boolean[])
+                   AS v(v_id, v_status, v_outcome, v_error, v_answered)
+             WHERE id = v_id
             RETURNING {_COLUMNS}
             """,
-            (status, Jsonb(storable(outcome)) if outcome is not None else None, storable(error), answered, run_id),
+            (
+                [run_id for run_id, *_ in endings],
+                [status for _, status, *_ in endings],
+                [Jsonb(storable(outcome)) if outcome is not None else None for _, _, outcome, _, _ in endings],
+                [storable(error) for *_, error, _ in endings],
+                [answered for *_, answered in endings],
+            ),
         )
-        row = await cur.fetchone()
-    return None if row is None else Run(**row)
+        found = {row["id"]: Run(**row) for row in await cur.fetchall()}
+    return [found.get(run_id) for run_id, *_ in endings]
 
 
 async def requeue(conn: Conn, run_id: int, error: str) -> None:

@@ -11,11 +11,12 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from b24bridge.bitrix import CallObserver, CallRecord
+from b24bridge.coalesce import Coalescer
 from b24bridge.db import DATABASE_AWAY
 from b24bridge.observability import get_logger
 
 from . import metrics, repository
-from .repository import Conn
+from .repository import Conn, Ending
 from .schemas import STATUSES, NewRun, Revived, Run, RunCall, RunFilter
 
 log = get_logger(__name__)
@@ -32,6 +33,9 @@ class RunLog:
         self._calls: list[tuple[int, str, str, float, str | None]] = []
         self._writing = False
         self._writers: set[asyncio.Task[None]] = set()
+        # A batch's answer wakes the runs it carried at once: their starts, and their ends, go as one statement each.
+        self._starts = Coalescer(self._start_attempts, distinct=lambda run_id: run_id)
+        self._ends: Coalescer[Ending, Run | None] = Coalescer(self._finish, distinct=lambda ending: ending[0])
 
     async def open(self, conn: Conn, run: NewRun) -> int | None:
         """Store a new run on the caller's connection (inside its transaction, beside the run's job).
@@ -41,8 +45,15 @@ class RunLog:
         return await repository.insert(conn, run)
 
     async def begin_attempt(self, run_id: int) -> Run | None:
+        return await self._starts(run_id)
+
+    async def _start_attempts(self, run_ids: list[int]) -> list[Run | None]:
         async with self.pool.connection() as conn:
-            return await repository.start_attempt(conn, run_id)
+            return await repository.start_attempts(conn, run_ids)
+
+    async def _finish(self, endings: list[Ending]) -> list[Run | None]:
+        async with self.pool.connection() as conn:
+            return await repository.finish(conn, endings)
 
     async def finish(
         self,
@@ -54,8 +65,7 @@ class RunLog:
         answered: bool = False,
     ) -> Run:
         await self.flush_calls()  # a run's calls are in the log before its end is
-        async with self.pool.connection() as conn:
-            run = await repository.finish(conn, run_id, status, outcome, error, answered=answered)
+        run = await self._ends((run_id, status, outcome, error, answered))
         if run is None:
             raise LookupError(f"run {run_id} does not exist")
         metrics.RUNS_FINISHED.labels(run.kind, status).inc()
