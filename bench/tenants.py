@@ -1,7 +1,7 @@
 """One portal's flood never stalls the others: quiet portals' robot latency with and without a flooding neighbour.
 
     .venv/bin/python bench/tenants.py [--portals 50] [--flood 5000] [--duration 120] [--database-url URL]
-                                      [--setting NAME=VALUE ...] [--json] [--bridge]
+                                      [--setting NAME=VALUE ...] [--json] [--bridge] [--keep-data]
 
 A sandbox cloud of ``--portals`` portals (``b24bridge sandbox --portals N``, cloud limits on each) and one
 ``b24bridge serve`` on its defaults (the embedded PostgreSQL, or ``--database-url``; the in-process worker),
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -326,6 +327,7 @@ def main() -> int:
         "--workers", type=int, default=0, help="no worker in serve: this many `b24bridge worker` processes instead"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep-data", action="store_true", help="keep serve's data folder of each run (serve.log)")
     parser.add_argument(
         "--bridge", action="store_true", help="the bridge robot: portal 2k hands its deals to portal 2k+1 (route rk)"
     )
@@ -350,6 +352,10 @@ def main() -> int:
                 world.bridge.stop()
                 if admin_url and world.database_url:
                     drop_database(admin_url, world.database_url)
+                if args.keep_data:
+                    print(f"{name}: serve's data folder (its log, its database) kept in {world.bridge.data_dir}")
+                else:  # a 50-portal run leaves about 100 MB there
+                    shutil.rmtree(world.bridge.data_dir, ignore_errors=True)
     finally:
         cloud.stop()
         release()
