@@ -188,19 +188,23 @@ class LaneBacklog:
         self._counted = self._known = self.clock()
         self._uncounted = set()
 
-    def taken(self, queue_names: Iterable[str]) -> None:
+    def taken(self, queue_names: Iterable[str]) -> bool:
         """Jobs of these lanes were just taken here. A lane the last count did not see (a flood's first jobs) has
         them running before the next count can say so: without this, their calls went out a few at a time (5
         requests of 1 to 6 commands in the flood's first 0.3 s, each half a second at the limiter's end). A lane it
-        did see knows them already: they were among its waiting jobs, or took the slot of one that ended."""
+        did see knows them already: they were among its waiting jobs, or took the slot of one that ended. Whether a
+        lane no count has seen is among them (its waiting jobs are worth counting at once)."""
         if self.clock() - self._known > BACKLOG_STALE:  # what was counted is unknown now: only these are known
             self._lanes, self._uncounted = {}, set()
         self._known = self.clock()
+        unseen = False
         for queue_name in queue_names:
             if queue_name in self._lanes and queue_name not in self._uncounted:
                 continue
+            unseen = unseen or queue_name not in self._uncounted
             self._uncounted.add(queue_name)
             self._lanes.setdefault(queue_name, _LaneCount(running=0, due=0)).running += 1
+        return unseen
 
     def ended(self, queue_name: str) -> bool:
         """A job of the lane ``queue_name`` ended here: a waiting one takes its slot, or the lane has one less until
@@ -274,11 +278,12 @@ class LaneJobManager(manager.JobManager):
             )  # fmt: skip
             taken = [procrastinate_jobs.Job.from_row(row) for row in rows]
             self._taken.extend(taken)
-            self.backlog.taken(job.queue for job in taken)
+            unseen = self.backlog.taken(job.queue for job in taken)
             # Counted often while jobs are taken (a flood's count climbs while its jobs are still arriving, and its
             # first requests are decided on it), now and then otherwise. Beside the fetch, never in its way: a job's
             # start does not wait for a count.
-            if self.backlog.due(taken=bool(rows)) and (self._counting is None or self._counting.done()):
+            due = unseen or self.backlog.due(taken=bool(rows))
+            if due and (self._counting is None or self._counting.done()):
                 self._counting = asyncio.ensure_future(self._count_backlog(queues))
             if rows or freed == self._freed:
                 break

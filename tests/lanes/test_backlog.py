@@ -77,3 +77,28 @@ async def test_jobs_a_worker_takes_count_at_once_before_any_count_of_their_lane_
         assert backlog.of("flood") == 40  # taken from what the count saw waiting: not counted twice
     finally:
         await connector.close_async()
+
+
+async def test_a_lane_no_count_has_seen_is_counted_at_once_after_its_first_jobs_are_taken(
+    make_migrated_database: Callable[[], str],
+) -> None:
+    """A count just landed (a quiet portal's job was taken): the flood's first fetch does not wait the usual pause
+    before the next count, so its requests are held full from its first (82-83 requests for 80 full ones in the
+    bridge probes without this, 80 with it)."""
+    url = make_migrated_database()
+    clock = Clock()  # still: no pause between counts ever passes
+    backlog = lanes.LaneBacklog(clock)
+    with psycopg.connect(url, autocommit=True) as sync:
+        defer(sync, "quiet", 1)
+        connector = procrastinate.PsycopgConnector(conninfo=url)
+        await connector.open_async()
+        try:
+            manager = lanes.LaneJobManager(connector, lane_slots=100, prefetch=6, backlog=backlog)
+            assert await manager.fetch_job(None, None) is not None  # type: ignore[arg-type]
+            await manager.counted()
+            defer(sync, "flood", 40)
+            assert await manager.fetch_job(None, None) is not None  # type: ignore[arg-type]
+            await manager.counted()
+            assert backlog.of("flood") == 40  # counted now, not only the 6 taken
+        finally:
+            await connector.close_async()
