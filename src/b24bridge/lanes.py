@@ -192,19 +192,23 @@ class LaneBacklog:
         """Jobs of these lanes were just taken here. A lane the last count did not see (a flood's first jobs) has
         them running before the next count can say so: without this, their calls went out a few at a time (5
         requests of 1 to 6 commands in the flood's first 0.3 s, each half a second at the limiter's end). A lane it
-        did see knows them already: they were among its waiting jobs, or took the slot of one that ended. Whether a
-        lane no count has seen is among them (its waiting jobs are worth counting at once)."""
+        did see knows them already: they were among its waiting jobs, or took the slot of one that ended.
+
+        Whether several jobs of one lane no count has seen were among them: a flood starting, whose waiting jobs are
+        worth counting at once. A quiet portal's lane is often unseen too (no job of it when the count ran), but one
+        job at a time: counting for each would count all the time."""
         if self.clock() - self._known > BACKLOG_STALE:  # what was counted is unknown now: only these are known
             self._lanes, self._uncounted = {}, set()
         self._known = self.clock()
-        unseen = False
+        unseen: dict[str, int] = {}
         for queue_name in queue_names:
-            if queue_name in self._lanes and queue_name not in self._uncounted:
+            if queue_name in self._lanes and queue_name not in self._uncounted and queue_name not in unseen:
                 continue
-            unseen = unseen or queue_name not in self._uncounted
-            self._uncounted.add(queue_name)
+            if queue_name not in self._uncounted:
+                unseen[queue_name] = unseen.get(queue_name, 0) + 1
             self._lanes.setdefault(queue_name, _LaneCount(running=0, due=0)).running += 1
-        return unseen
+        self._uncounted.update(unseen)
+        return any(taken > 1 for taken in unseen.values())
 
     def ended(self, queue_name: str) -> bool:
         """A job of the lane ``queue_name`` ended here: a waiting one takes its slot, or the lane has one less until

@@ -102,3 +102,11 @@ async def test_a_lane_no_count_has_seen_is_counted_at_once_after_its_first_jobs_
             assert backlog.of("flood") == 40  # counted now, not only the 6 taken
         finally:
             await connector.close_async()
+
+
+def test_a_quiet_lanes_lone_job_does_not_ask_for_a_count_a_floods_first_jobs_do() -> None:
+    backlog = lanes.LaneBacklog(Clock())
+    assert backlog.taken(["p:quiet"]) is False  # one job of a lane no count has seen: a count each would be constant
+    assert backlog.taken(["p:flood", "p:flood", "p:quiet"]) is True
+    assert backlog.taken(["p:flood", "p:flood"]) is False  # asked already: the count is on its way
+    assert (backlog.of("quiet"), backlog.of("flood")) == (2, 4)
