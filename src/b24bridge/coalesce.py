@@ -118,8 +118,3 @@ class Coalescer(Generic[A, R]):
             _settle(future, exc)
             return
         _settle(future, answer)
-
-    async def aclose(self) -> None:
-        """Let the groups under way finish (shutdown, tests)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)

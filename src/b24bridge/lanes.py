@@ -200,15 +200,16 @@ class LaneBacklog:
         if self.clock() - self._known > BACKLOG_STALE:  # what was counted is unknown now: only these are known
             self._lanes, self._uncounted = {}, set()
         self._known = self.clock()
-        unseen: dict[str, int] = {}
+        uncounted_before = set(self._uncounted)
+        first_seen: dict[str, int] = {}  # jobs taken now of each lane nothing had seen before
         for queue_name in queue_names:
-            if queue_name in self._lanes and queue_name not in self._uncounted and queue_name not in unseen:
-                continue
-            if queue_name not in self._uncounted:
-                unseen[queue_name] = unseen.get(queue_name, 0) + 1
+            if queue_name in self._lanes and queue_name not in self._uncounted:
+                continue  # the count saw it
+            self._uncounted.add(queue_name)
             self._lanes.setdefault(queue_name, _LaneCount(running=0, due=0)).running += 1
-        self._uncounted.update(unseen)
-        return any(taken > 1 for taken in unseen.values())
+            if queue_name not in uncounted_before:
+                first_seen[queue_name] = first_seen.get(queue_name, 0) + 1
+        return any(taken > 1 for taken in first_seen.values())
 
     def ended(self, queue_name: str) -> bool:
         """A job of the lane ``queue_name`` ended here: a waiting one takes its slot, or the lane has one less until
@@ -318,14 +319,10 @@ class LaneJobManager(manager.JobManager):
         await self._slot_freed(job, waiting=self.backlog.ended(job.queue))
 
     async def _finish_together(self, endings: list[tuple[int, str, bool]]) -> list[None]:
-        if len(endings) == 1:
-            job_id, status, delete_job = endings[0]
-            await self.finish_job_by_id_async(job_id, procrastinate_jobs.Status(status), delete_job)
-        else:
-            await self.connector.execute_query_async(
-                query=_FINISH, ids=[e[0] for e in endings], statuses=[e[1] for e in endings],
-                deletes=[e[2] for e in endings],
-            )  # fmt: skip
+        await self.connector.execute_query_async(
+            query=_FINISH, ids=[e[0] for e in endings], statuses=[e[1] for e in endings],
+            deletes=[e[2] for e in endings],
+        )  # fmt: skip
         return [None] * len(endings)
 
     async def retry_job(

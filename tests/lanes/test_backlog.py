@@ -3,7 +3,8 @@ portal has calls coming, so that its requests wait to be full."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import procrastinate
 import psycopg
@@ -11,6 +12,17 @@ from procrastinate.jobs import Status
 
 from b24bridge import lanes
 from tests.lanes.test_fetch import defer
+
+
+@contextlib.asynccontextmanager
+async def _manager(url: str, backlog: lanes.LaneBacklog) -> AsyncIterator[lanes.LaneJobManager]:
+    """A worker's job manager on ``url`` (100 slots a lane, 6 jobs a fetch) counting into ``backlog``."""
+    connector = procrastinate.PsycopgConnector(conninfo=url)
+    await connector.open_async()
+    try:
+        yield lanes.LaneJobManager(connector, lane_slots=100, prefetch=6, backlog=backlog)
+    finally:
+        await connector.close_async()
 
 
 class Clock:
@@ -30,10 +42,7 @@ async def test_a_worker_counts_each_lanes_jobs_queued_and_running(make_migrated_
         defer(sync, "flood", 5, later=True)  # retries due in an hour: not coming now
         defer(sync, "quiet", 1)
         defer(sync, "huge", 120)
-        connector = procrastinate.PsycopgConnector(conninfo=url)
-        await connector.open_async()
-        try:
-            manager = lanes.LaneJobManager(connector, lane_slots=100, prefetch=6, backlog=backlog)
+        async with _manager(url, backlog) as manager:
             first = await manager.fetch_job(None, None)  # type: ignore[arg-type]
             assert first is not None and first.queue == "p:flood"  # the oldest lane's oldest job
             await manager.counted()  # counted beside the fetch, not in its way
@@ -49,8 +58,6 @@ async def test_a_worker_counts_each_lanes_jobs_queued_and_running(make_migrated_
             # A job that ends here is one less at once, without waiting for the next count.
             await manager.finish_job(first, Status.SUCCEEDED, delete_job=False)
             assert backlog.of("flood") == 39
-        finally:
-            await connector.close_async()
     clock.now += lanes.BACKLOG_STALE + 1
     assert backlog.of("flood") == 0  # nobody has counted for a while: nothing is known
 
@@ -65,18 +72,13 @@ async def test_jobs_a_worker_takes_count_at_once_before_any_count_of_their_lane_
     backlog = lanes.LaneBacklog(clock)
     with psycopg.connect(url, autocommit=True) as sync:
         defer(sync, "flood", 40)
-    connector = procrastinate.PsycopgConnector(conninfo=url)
-    await connector.open_async()
-    try:
-        manager = lanes.LaneJobManager(connector, lane_slots=100, prefetch=6, backlog=backlog)
+    async with _manager(url, backlog) as manager:
         assert await manager.fetch_job(None, None) is not None  # type: ignore[arg-type]
         assert backlog.of("flood") == 6  # the count beside the fetch has not landed: the jobs taken are known
         await manager.counted()
         assert backlog.of("flood") == 40  # and the count, once it lands, knows the rest
         assert await manager.fetch_job(None, None) is not None  # type: ignore[arg-type]
         assert backlog.of("flood") == 40  # taken from what the count saw waiting: not counted twice
-    finally:
-        await connector.close_async()
 
 
 async def test_a_lane_no_count_has_seen_is_counted_at_once_after_its_first_jobs_are_taken(
@@ -90,18 +92,13 @@ async def test_a_lane_no_count_has_seen_is_counted_at_once_after_its_first_jobs_
     backlog = lanes.LaneBacklog(clock)
     with psycopg.connect(url, autocommit=True) as sync:
         defer(sync, "quiet", 1)
-        connector = procrastinate.PsycopgConnector(conninfo=url)
-        await connector.open_async()
-        try:
-            manager = lanes.LaneJobManager(connector, lane_slots=100, prefetch=6, backlog=backlog)
+        async with _manager(url, backlog) as manager:
             assert await manager.fetch_job(None, None) is not None  # type: ignore[arg-type]
             await manager.counted()
             defer(sync, "flood", 40)
             assert await manager.fetch_job(None, None) is not None  # type: ignore[arg-type]
             await manager.counted()
             assert backlog.of("flood") == 40  # counted now, not only the 6 taken
-        finally:
-            await connector.close_async()
 
 
 def test_a_quiet_lanes_lone_job_does_not_ask_for_a_count_a_floods_first_jobs_do() -> None:
