@@ -64,6 +64,21 @@ async def test_a_group_holds_one_call_per_key_and_the_second_goes_in_the_group_a
     assert together.groups == [[1, 2, 3], [11], [21]]
 
 
+async def test_a_call_whose_key_is_in_a_group_under_way_waits_for_that_group_to_be_done() -> None:
+    together = Recorded()
+    together.release.clear()
+    coalescer = Coalescer(together, distinct=lambda n: n % 10, flushers=2)
+    first = asyncio.ensure_future(coalescer(1))
+    await asyncio.sleep(0)
+    second, other = asyncio.ensure_future(coalescer(11)), asyncio.ensure_future(coalescer(2))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert together.groups == [[1], [2]]  # a free flusher takes key 2 at once, but not key 1's second call
+    together.release.set()
+    assert (await first, await second, await other) == (2, 22, 4)
+    assert together.groups == [[1], [2], [11]]
+
+
 async def test_a_group_is_at_most_max_group_calls() -> None:
     together = Recorded()
     coalescer = Coalescer(together, max_group=4, flushers=1)
@@ -82,3 +97,27 @@ async def test_a_caller_that_stops_waiting_leaves_the_others_their_answers() -> 
     assert await calls[0] == 0 and await calls[2] == 4
     with pytest.raises(asyncio.CancelledError):
         await calls[1]
+
+
+async def test_without_split_a_failing_group_fails_every_caller_with_its_error_and_is_not_tried_again() -> None:
+    together = Recorded()
+    coalescer = Coalescer(together, split=False)
+    answers = await asyncio.gather(*(coalescer(n) for n in (1, -2, 3)), return_exceptions=True)
+    assert all(isinstance(answer, ValueError) and str(answer) == "refused: [-2]" for answer in answers)
+    assert together.groups == [[1, -2, 3]]
+
+
+async def test_a_group_not_done_in_time_fails_its_callers_and_the_next_group_is_answered() -> None:
+    together = Recorded()
+    together.release.clear()
+    coalescer = Coalescer(together, timeout=0.05, flushers=1)
+    late = [coalescer.submit(n) for n in (1, 2)]
+    with pytest.raises(TimeoutError):
+        await late[0]
+    with pytest.raises(TimeoutError):
+        await late[1]
+    after = coalescer.submit(3)
+    together.release.set()  # the late group's statement lands after all; its callers already have their answer
+    assert await after == 6
+    await coalescer.aclose()
+    assert together.groups == [[1, 2], [3]]

@@ -8,7 +8,10 @@ the event loop a connection checkout and psycopg's work per statement, about 3 %
 
 A group whose statement fails is tried again one call at a time (all at once, as they would have gone without
 this), so each caller gets its own answer or its own error: one run's value the database refuses never fails the
-runs beside it, and an outage fails each on its own.
+runs beside it, and an outage fails each on its own. With ``split=False`` the group's failure is each caller's
+(the door's group commit: its callers spool, and trying a group's calls again one by one would only keep the
+portal waiting longer). With ``timeout``, a group not done by then fails its callers with ``TimeoutError`` while
+its statement goes on (the door answers the portal in time; a commit that lands late is a duplicate by its key).
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ def _settle(future: asyncio.Future[R], answer: R | Exception) -> None:
         future.set_result(answer)
 
 
+def _expire(group: list[tuple[A, asyncio.Future[R]]]) -> None:
+    for _, future in group:
+        _settle(future, TimeoutError("the group was not done in time"))
+
+
 def _retrieve(future: asyncio.Future[R]) -> None:
     if not future.cancelled():
         future.exception()  # a caller that was cancelled never reads a late failure: read here
@@ -42,8 +50,9 @@ def _retrieve(future: asyncio.Future[R]) -> None:
 class Coalescer(Generic[A, R]):
     """``await coalescer(arg)``: ``together(args)`` for the calls gathered, its answers in their order.
 
-    With ``distinct``, a group holds one call per key (one run's end, say): a second call of the same key goes in
-    the group after, as it would have gone after the first without this.
+    With ``distinct``, a group holds one call per key (one run's end, say), and a call whose key is in a group
+    under way waits for that group to be done: it goes after the first, as it would have without this (a dedupe
+    claim made twice hears of the first; a run's second end never lands before its first).
     """
 
     def __init__(
@@ -53,16 +62,25 @@ class Coalescer(Generic[A, R]):
         distinct: Callable[[A], Hashable] | None = None,
         max_group: int = MAX_GROUP,
         flushers: int = FLUSHERS,
+        split: bool = True,
+        timeout: float | None = None,
     ) -> None:
         self.together = together
         self.distinct = distinct
         self.max_group = max_group
         self.flushers = flushers
+        self.split = split
+        self.timeout = timeout
         self._pending: list[tuple[A, asyncio.Future[R]]] = []
         self._flushing = 0
+        self._under_way: set[Hashable] = set()  # the keys of the groups under way (with ``distinct``)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, arg: A) -> R:
+        return await self.submit(arg)
+
+    def submit(self, arg: A) -> asyncio.Future[R]:
+        """The future of ``arg``'s answer, for a caller that waits with a deadline of its own."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         future.add_done_callback(_retrieve)
@@ -72,17 +90,28 @@ class Coalescer(Generic[A, R]):
             task = loop.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+        return future
+
+    async def aclose(self) -> None:
+        """Let the groups under way finish (shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                group = self._take()
+                group, keys = self._take()
+                if not group:  # every key waiting is in a group under way: its flusher takes them after it
+                    break
+                self._under_way |= keys
+                watchdog = None if self.timeout is None else loop.call_later(self.timeout, _expire, group)
                 try:
                     answers = await self.together([arg for arg, _ in group])
                 except Exception as exc:
-                    if len(group) == 1:
-                        _settle(group[0][1], exc)
+                    if len(group) == 1 or not self.split:
+                        for _, future in group:
+                            _settle(future, exc)
                     else:
                         await asyncio.gather(*(self._alone(arg, future) for arg, future in group))
                     continue
@@ -91,25 +120,29 @@ class Coalescer(Generic[A, R]):
                         future.cancel()
                     self._pending = []
                     raise
+                finally:
+                    self._under_way -= keys
+                    if watchdog is not None:
+                        watchdog.cancel()
                 for (_, future), answer in zip(group, answers, strict=True):
                     _settle(future, answer)
         finally:
             self._flushing -= 1
 
-    def _take(self) -> list[tuple[A, asyncio.Future[R]]]:
+    def _take(self) -> tuple[list[tuple[A, asyncio.Future[R]]], set[Hashable]]:
         if self.distinct is None:
             group, self._pending = self._pending[: self.max_group], self._pending[self.max_group :]
-            return group
+            return group, set()
         group, later, keys = [], [], set()
         for waiting in self._pending:
             key = self.distinct(waiting[0])
-            if key in keys or len(group) >= self.max_group:
+            if key in keys or key in self._under_way or len(group) >= self.max_group:
                 later.append(waiting)
             else:
                 keys.add(key)
                 group.append(waiting)
         self._pending = later
-        return group
+        return group, keys
 
     async def _alone(self, arg: A, future: asyncio.Future[R]) -> None:
         try:
