@@ -57,6 +57,7 @@ def test_empty_variable_means_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("B24BRIDGE_LOG_FORMAT", "xml", "B24BRIDGE_LOG_FORMAT: must be one of auto, json, console"),
         ("B24BRIDGE_ENVIRONMENT", "staging", "B24BRIDGE_ENVIRONMENT: must be one of development, production"),
         ("B24BRIDGE_WORKER_CONCURRENCY", "0", "B24BRIDGE_WORKER_CONCURRENCY: must be an integer of at least 1"),
+        ("B24BRIDGE_BITRIX_RETRY_ATTEMPTS", "0", "B24BRIDGE_BITRIX_RETRY_ATTEMPTS: must be an integer from 1 to 10"),
         ("B24BRIDGE_DATABASE_URL", "mysql://x@h/db", "B24BRIDGE_DATABASE_URL: must be a PostgreSQL URL"),
     ],
 )

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from b24bridge import gauges, jobs, lanes, migrations
 from b24bridge.admin.access import AdminGate
 from b24bridge.admin.service import AdminService
-from b24bridge.bitrix import BatchSettings, BitrixClient
+from b24bridge.bitrix import BatchSettings, BitrixClient, RetryPolicy
 from b24bridge.bitrix.redis_state import RedisLimiter, RedisRefreshLock
 from b24bridge.bridge import tasks as bridge_tasks
 from b24bridge.bridge.connections import Connections
@@ -284,7 +284,10 @@ async def open_services(
         # jobs queued (b24bridge.bitrix.batching).
         backlog = lanes.LaneBacklog()
         bitrix = BitrixClient(
-            batching=BatchSettings(enabled=settings.bitrix_autobatch), backlog=backlog.of, **bitrix_options
+            batching=BatchSettings(enabled=settings.bitrix_autobatch),
+            retry=RetryPolicy(max_attempts=settings.bitrix_retry_attempts),
+            backlog=backlog.of,
+            **bitrix_options,
         )
         stack.push_async_callback(bitrix.aclose)
         job_app = jobs.build_app(database, settings.worker_portal_slots, workers=gauges.workers_alive, backlog=backlog)

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr | None = None
     # Concurrent calls to one portal share batch requests; off sends each call alone (debugging, baselines).
     bitrix_autobatch: bool = True
+    # Tries of one request that failed in passing (a refused connection, a gateway 503), a few seconds apart at
+    # most, before the run's own attempt fails and its retry schedule takes over; 1 leaves every retry to the
+    # schedule.
+    bitrix_retry_attempts: int = Field(default=4, ge=1, le=10)
     # Pauses between attempts of a run (a robot's work and answer, a delivery); after the last one it is dead.
     retry_schedule: str = DEFAULT_RETRY_SCHEDULE
     # The bridge's route file; a missing file at the default place means "no routes", at a named place an error.
@@ -257,6 +261,7 @@ _ALLOWED: dict[str, str] = {
     "spool_max_mb": "must be a whole number of megabytes from 1 to 1048576",
     "metrics_port": "must be a port between 1 and 65535, or 0 for no metrics endpoint in workers",
     "bitrix_autobatch": "must be true or false",
+    "bitrix_retry_attempts": "must be an integer from 1 to 10",
     "routes": "must be the path of the bridge's route file (YAML)",
     "bridge_dedupe_window": "must be a number of seconds above 0 and at most 86400",
     "retry_schedule": "must be durations separated by commas, like 5s,30s,5m,30m,2h (units ms, s, m, h, d)",

@@ -47,8 +47,9 @@ def test_a_portal_down_longer_than_many_attempts_still_gets_its_answer(
     bridge_factory: Callable[..., RobotBridge],
 ) -> None:
     # Twelve short pauses stand in for the default day-long schedule: the point is that the run outlives more
-    # attempts than the job engine used to allow (8) and is answered once the portal is back.
-    bridge = bridge_factory(settings={"retry_schedule": ",".join(["0.2s"] * 12)})
+    # attempts than the job engine used to allow (8) and is answered once the portal is back. One try a request:
+    # the client's own tries (a few seconds an attempt) would only make the test slower.
+    bridge = bridge_factory(settings={"retry_schedule": ",".join(["0.2s"] * 12), "bitrix_retry_attempts": "1"})
     sandbox = bridge.sandbox
     bridge.install_and_sync()
     add_rule(sandbox, bridge.client_id, PERSON)
@@ -88,7 +89,7 @@ def _cli(bridge: RobotBridge, *args: str) -> subprocess.CompletedProcess[str]:
 def test_an_answer_that_cannot_be_delivered_ends_dead_and_can_be_answered_again(
     bridge_factory: Callable[..., RobotBridge],
 ) -> None:
-    bridge = bridge_factory(settings={"retry_schedule": "0.2s,0.2s"})
+    bridge = bridge_factory(settings={"retry_schedule": "0.2s,0.2s", "bitrix_retry_attempts": "1"})
     sandbox = bridge.sandbox
     bridge.install_and_sync()
     add_rule(sandbox, bridge.client_id, PERSON)
@@ -99,6 +100,9 @@ def test_an_answer_that_cannot_be_delivered_ends_dead_and_can_be_answered_again(
     run = _wait(lambda: _run(bridge, workflow_id).get("status") == "dead" and _run(bridge, workflow_id), 60, "dead")
     assert run["attempts"] == 3 and run["answered_at"] is None
     assert "QUERY_LIMIT_EXCEEDED" not in run["error"] and "503" in run["error"], run["error"]
+    # One try a request (B24BRIDGE_BITRIX_RETRY_ATTEMPTS=1; the client's default is 4): each attempt's write, and the
+    # last attempt's answer telling the workflow of the failure. Every pause was the retry schedule's.
+    assert sandbox.control("GET", "/_sandbox/faults")["injected"] == {"error_503": run["attempts"] + 1}
     assert _dead_total(bridge) == dead_before + 1
 
     listed = _cli(bridge, "runs", "list", "--status", "dead")
