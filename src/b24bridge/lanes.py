@@ -69,8 +69,11 @@ BACKLOG_CAP = 1000
 BACKLOG_EVERY = 0.5
 BACKLOG_AFTER_TAKING = 0.1
 BACKLOG_STALE = 2.0
-# Jobs of a lane taken in the last ARRIVAL_SPAN seconds stand for as many more on their way (see LaneBacklog.of).
+# Jobs of a lane taken in the last ARRIVAL_SPAN seconds stand for as many more on their way (see LaneBacklog.of), once
+# they are ARRIVALS_MIN or more (20 a second): a handful at once (a workflow started on three deals) is not a flood,
+# and its calls go as they come.
 ARRIVAL_SPAN = 0.25
+ARRIVALS_MIN = 5
 # procrastinate's own end of a job, for several jobs in one statement (one failing fails the statement, and the
 # coalescer then ends each alone).
 _FINISH = """
@@ -180,7 +183,7 @@ class LaneBacklog:
         the batcher already: its first requests went out with what had come (8, 8, 34 commands in the bridge
         flood's first 0.4 s, each half a second at the limiter's end). Jobs still arriving are calls still coming;
         once they stop, the last span's are forgotten a quarter of a second later, and the request goes. A quiet
-        portal's job a second is one in the span: below the batcher's threshold."""
+        portal's job a second, or a few at once, are fewer than ``ARRIVALS_MIN``: nothing more is taken to come."""
         key = lane(portal_key)
         now = self.clock()
         arriving = self._arriving(key, now)
@@ -198,7 +201,7 @@ class LaneBacklog:
         if not stamps:
             del self._arrivals[queue_name]
             return 0
-        return len(stamps)
+        return len(stamps) if len(stamps) >= ARRIVALS_MIN else 0
 
     def due(self, *, taken: bool) -> bool:
         """Whether to count again, after a fetch that ``taken`` jobs or none."""
