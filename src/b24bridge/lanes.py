@@ -231,8 +231,7 @@ class LaneBacklog:
         uncounted_before = set(self._uncounted)
         first_seen: dict[str, int] = {}  # jobs taken now of each lane nothing had seen before
         for queue_name in queue_names:
-            self._arrivals.setdefault(queue_name, deque()).append(now)
-            self._arriving(queue_name, now)  # the span's only: a lane nobody asks about keeps no more
+            self._arrivals.setdefault(queue_name, deque()).append(now)  # older ones go at the next count or ask
             if queue_name in self._lanes and queue_name not in self._uncounted:
                 continue  # the count saw it
             self._uncounted.add(queue_name)
